@@ -1,0 +1,235 @@
+"""RunSpec: everything one training run needs, validated once, serialisable to JSON.
+
+A spec flows one way (UI -> store -> worker -> trainer) and nobody downstream re-interprets it.
+Unknown keys are refused; invalid values are refused with the field's name and the allowed range.
+Defaults that depend on other fields (the class-dependent map of a data set) are resolved at
+validation, so the saved JSON says exactly what ran.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gce_core.data import DATASETS, dataset_info
+from gce_core.losses import LOSS_FORMULAS, canonical_loss_name, check_k, check_q
+from gce_core.models import MODEL_NAMES
+from gce_core.noise import CLASS_MAP_NAMES, NOISE_KINDS, check_noise, default_class_map
+
+MAX_EPOCHS = 5000
+OPEN_SET_SOURCES = ("noise", "cifar10", "cifar100")
+
+
+class SpecError(ValueError):
+    """A spec was refused. ``problems`` holds (field, message) pairs; str() is one line."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{field}: {msg}" for field, msg in problems))
+
+
+class RunSpec(BaseModel):
+    """One training run. Every field has a default; see docs/spec.md for the full table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("", max_length=200, description="free text shown in the lab")
+    # data
+    dataset: str = Field("digits", description=f"one of {', '.join(DATASETS)}")
+    data_root: str | None = Field(None, description="folder with the data sets (default: $GCE_LAB_DATA or ~/.gce_lab/data)")
+    download: bool = Field(False, description="let torchvision download the data set (needs internet)")
+    train_subset: int | None = Field(None, ge=20, description="use only this many training images (seeded), for quick runs")
+    val_fraction: float = Field(0.1, gt=0.0, le=0.5, description="share of the training set held out for validation; its labels are noisy too")
+    # label noise
+    noise: str = Field("none", description=f"one of {', '.join(NOISE_KINDS)}")
+    noise_rate: float = Field(0.0, ge=0.0, lt=1.0, description="eta in [0, 1)")
+    class_map: str | None = Field(None, description=f"class-dependent map, one of {', '.join(CLASS_MAP_NAMES)} (default: the data set's)")
+    open_set_source: str = Field("noise", description=f"images used for open-set noise, one of {', '.join(OPEN_SET_SOURCES)}")
+    # loss
+    loss: str = Field("lq", description="cce, mae, lq (alias gce) or truncated_lq")
+    q: float = Field(0.7, description="Lq exponent in (0, 1]")
+    k: float = Field(0.5, description="truncation threshold of truncated Lq, in (0, 1)")
+    prune_start: int = Field(40, ge=1, description="truncated Lq: first epoch of the w-step (pruning)")
+    prune_every: int = Field(10, ge=1, description="truncated Lq: epochs between w-steps")
+    # model and optimisation
+    model: str = Field("mlp", description=f"one of {', '.join(MODEL_NAMES)}")
+    epochs: int = Field(100, ge=1, le=MAX_EPOCHS, description=f"training epochs, 1 to {MAX_EPOCHS}")
+    batch_size: int = Field(128, ge=1, le=65536)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.01, gt=0.0, le=10.0, description="initial learning rate")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    lr_milestones: tuple[int, ...] = Field((), description="epochs after which the lr is multiplied by lr_gamma")
+    lr_gamma: float = Field(0.1, gt=0.0, le=1.0)
+    augment: bool = Field(False, description="pad-4 random crop and horizontal flip, on the device")
+    # execution
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    compile: bool = Field(False, description="torch.compile the model (CUDA, long runs)")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        return dataset_info(v).name
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v: str) -> str:
+        return canonical_loss_name(v)
+
+    @field_validator("q")
+    @classmethod
+    def _q(cls, v: float) -> float:
+        return check_q(v)
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, v: float) -> float:
+        return check_k(v)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        if v not in MODEL_NAMES:
+            raise ValueError(f"unknown model {v!r}; allowed: {', '.join(MODEL_NAMES)}")
+        return v
+
+    @field_validator("noise")
+    @classmethod
+    def _noise(cls, v: str) -> str:
+        if v not in NOISE_KINDS:
+            raise ValueError(f"unknown noise {v!r}; allowed: {', '.join(NOISE_KINDS)}")
+        return v
+
+    @field_validator("class_map")
+    @classmethod
+    def _class_map(cls, v: str | None) -> str | None:
+        if v is not None and v not in CLASS_MAP_NAMES:
+            raise ValueError(f"unknown class map {v!r}; allowed: {', '.join(CLASS_MAP_NAMES)}")
+        return v
+
+    @field_validator("open_set_source")
+    @classmethod
+    def _open_set_source(cls, v: str) -> str:
+        if v not in OPEN_SET_SOURCES:
+            raise ValueError(f"unknown source {v!r}; allowed: {', '.join(OPEN_SET_SOURCES)}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        ok = v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())
+        if not ok:
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunSpec:
+        info = DATASETS[self.dataset]
+        check_noise(self.noise, self.noise_rate, info.num_classes)
+        if self.noise == "class_dependent" and self.class_map is None:
+            object.__setattr__(self, "class_map", default_class_map(self.dataset))
+        if self.noise == "open_set" and self.open_set_source != "noise":
+            src = DATASETS[self.open_set_source]
+            if src.image_shape != info.image_shape or src.name == info.name:
+                raise ValueError(
+                    f"open_set_source {src.name!r} cannot be mixed into {info.name!r} "
+                    f"(images {src.image_shape} vs {info.image_shape}); use 'noise'"
+                )
+        ms = self.lr_milestones
+        if any(m <= 0 or m >= self.epochs for m in ms) or list(ms) != sorted(set(ms)):
+            raise ValueError(
+                f"lr_milestones must be increasing epochs in [1, epochs - 1] = [1, {self.epochs - 1}], got {list(ms)}"
+            )
+        return self
+
+    # --- serialisation -------------------------------------------------------------------
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def num_classes(self) -> int:
+        return DATASETS[self.dataset].num_classes
+
+    @property
+    def loss_formula(self) -> str:
+        return LOSS_FORMULAS[self.loss]
+
+    def label(self) -> str:
+        """A short human label: 'lq q=0.7 | uniform 0.4 | seed 0'."""
+        loss = self.loss
+        if self.loss in ("lq", "truncated_lq"):
+            loss += f" q={self.q:g}"
+        if self.loss == "truncated_lq":
+            loss += f" k={self.k:g}"
+        noise = "clean" if self.noise == "none" else f"{self.noise} {self.noise_rate:g}"
+        return f"{loss} | {noise} | seed {self.seed}"
+
+
+def _field_name(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) if loc else "spec"
+
+
+def parse_spec(data: dict[str, Any] | str | RunSpec) -> RunSpec:
+    """Validate a dict or JSON text into a RunSpec; raise SpecError naming each bad field."""
+    if isinstance(data, RunSpec):
+        return data
+    try:
+        if isinstance(data, str):
+            data = json.loads(data)
+        if not isinstance(data, dict):
+            raise SpecError([("spec", f"expected a JSON object, got {type(data).__name__}")])
+        return RunSpec.model_validate(data)
+    except json.JSONDecodeError as exc:
+        raise SpecError([("spec", f"not valid JSON: {exc}")]) from None
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field; see `python -m gce_core train --help` for the allowed ones"
+            problems.append((_field_name(err["loc"]), msg))
+        raise SpecError(problems) from None
+
+
+# --- presets ---------------------------------------------------------------------------
+_PAPER = dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, batch_size=128)
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": {
+        "digits": dict(model="mlp", epochs=60, lr=0.1, batch_size=128, momentum=0.9, weight_decay=0.0),
+        "fashion_mnist": dict(model="cnn", epochs=8, train_subset=8000, lr=0.05),
+        "cifar10": dict(model="cnn", epochs=12, train_subset=10000, lr=0.05, augment=True),
+        "cifar100": dict(model="cnn", epochs=15, train_subset=20000, lr=0.05, augment=True),
+    },
+    "paper": {
+        "digits": dict(_PAPER, model="mlp", epochs=120, lr_milestones=(40, 80), prune_start=40),
+        "fashion_mnist": dict(_PAPER, model="resnet18", epochs=120, lr_milestones=(40, 80), prune_start=40),
+        "cifar10": dict(_PAPER, model="resnet34", epochs=120, lr_milestones=(40, 80), augment=True, prune_start=40),
+        "cifar100": dict(_PAPER, model="resnet34", epochs=150, lr_milestones=(80, 120), augment=True, prune_start=80),
+    },
+}
+PRESET_NAMES = tuple(PRESETS)
+
+
+def preset_fields(preset: str, dataset: str) -> dict[str, Any]:
+    """The fields a preset sets for a data set (without validation)."""
+    if preset not in PRESETS:
+        raise SpecError([("preset", f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")])
+    name = dataset_info(dataset).name
+    return {"dataset": name, **PRESETS[preset][name]}
+
+
+def from_preset(preset: str, dataset: str = "digits", **overrides: Any) -> RunSpec:
+    """A validated spec: the preset's fields for ``dataset``, then ``overrides`` on top."""
+    try:
+        fields = preset_fields(preset, dataset)
+    except ValueError as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise SpecError([("dataset", str(exc))]) from None
+    return parse_spec({**fields, **overrides})

@@ -1,0 +1,107 @@
+"""The trainer: learns, reports every metric, resumes exactly, prunes with ACS."""
+
+import math
+
+import pytest
+import torch
+
+from gce_core.metrics import EPOCH_KEYS, pruning_quality, summarize, training_pass_metrics
+from gce_core.spec import parse_spec
+from gce_core.train import is_prune_epoch, train
+
+TINY = dict(dataset="digits", model="mlp", train_subset=400, epochs=6, lr=0.1, batch_size=64)
+
+
+def run(spec, **kw):
+    rows = []
+    summary = train(spec, on_epoch=rows.append, **kw)
+    return summary, rows
+
+
+def strip_time(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_clean_digits_learns_and_reports_every_key():
+    summary, rows = run(parse_spec(dict(TINY, loss="cce")))
+    assert [r["epoch"] for r in rows] == list(range(1, 7))
+    assert set(rows[0]) == set(EPOCH_KEYS)
+    assert rows[-1]["test_acc"] > 0.8
+    assert summary["epochs_completed"] == 6 and summary["stopped"] is False
+    assert summary["test_acc_at_best_val"] == rows[summary["best_val_epoch"] - 1]["test_acc"]
+    assert summary["best_test_acc"] == max(r["test_acc"] for r in rows)
+    assert rows[0]["memorised"] is None  # no noisy samples: undefined, not 0
+
+
+def test_same_seed_same_metrics_different_seed_differs():
+    spec = parse_spec(dict(TINY, epochs=2, noise="uniform", noise_rate=0.4))
+    a, b = run(spec)[1], run(spec)[1]
+    assert strip_time(a) == strip_time(b)
+    c = run(spec.model_copy(update={"seed": 1}))[1]
+    assert strip_time(a) != strip_time(c)
+
+
+@pytest.mark.parametrize("loss", ["lq", "truncated_lq"])
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, loss):
+    spec = parse_spec(dict(TINY, loss=loss, noise="uniform", noise_rate=0.4, prune_start=2, prune_every=2, augment=True))
+    full_summary, full = run(spec, checkpoint_dir=tmp_path / "a")
+
+    calls = {"n": 0}
+
+    def stop_in_epoch_four():
+        calls["n"] += 1
+        return calls["n"] > 3 * 6 + 2  # 6 batches/epoch of 64 on 360 images: stop inside epoch 4
+
+    part_summary, part = run(spec, should_stop=stop_in_epoch_four, checkpoint_dir=tmp_path / "b")
+    assert part_summary["stopped"] is True and part_summary["epochs_completed"] == 3
+    rest_summary, rest = run(spec, checkpoint_dir=tmp_path / "b")
+    assert [r["epoch"] for r in rest] == [4, 5, 6]
+    assert strip_time(part + rest) == strip_time(full)
+    assert {k: v for k, v in rest_summary.items()} == full_summary
+
+
+def test_checkpoint_of_another_spec_is_refused(tmp_path):
+    run(parse_spec(dict(TINY, epochs=1)), checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="another run spec"):
+        train(parse_spec(dict(TINY, epochs=1, seed=5)), checkpoint_dir=tmp_path)
+
+
+def test_truncated_lq_prunes_mostly_noisy_samples():
+    spec = parse_spec(dict(TINY, train_subset=None, epochs=10, loss="truncated_lq", noise="uniform",
+                           noise_rate=0.4, prune_start=10, prune_every=5))
+    _, rows = run(spec)
+    n_train = rows[0]["kept"]
+    assert all(r["kept"] == n_train for r in rows[:9])  # plain Lq first: w = 1 everywhere
+    assert rows[9]["kept"] < 0.75 * n_train  # pruned at epoch 10
+    assert rows[9]["prune_precision"] > 0.75  # pruned samples are mostly the flipped ones (base rate 0.4)
+    assert rows[9]["prune_recall"] > 0.8
+    assert is_prune_epoch(spec, 10) and is_prune_epoch(spec, 15) and not is_prune_epoch(spec, 12)
+
+
+def test_cce_memorises_noise_more_than_lq():
+    base = dict(dataset="digits", model="mlp", epochs=40, lr=0.1, noise="uniform", noise_rate=0.4, weight_decay=0.0)
+    _, cce_rows = run(parse_spec(dict(base, loss="cce")))
+    _, lq_rows = run(parse_spec(dict(base, loss="lq")))
+    assert cce_rows[-1]["memorised"] > lq_rows[-1]["memorised"] + 0.1
+    assert lq_rows[-1]["test_acc"] > cce_rows[-1]["test_acc"]
+
+
+def test_training_pass_metrics_on_a_known_case():
+    logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0], [5.0, 0, 0]])
+    y_noisy = torch.tensor([0, 1, 0, 1])
+    y_clean = torch.tensor([0, 1, 2, -1])  # sample 2 flipped 2->0, sample 3 open-set
+    is_noisy = torch.tensor([False, False, True, True])
+    m = training_pass_metrics(logits, y_noisy, y_clean, is_noisy)
+    assert m["train_acc_noisy"] == 0.5
+    assert m["train_acc_clean"] == 1.0  # 3 samples with a clean label, all right
+    assert m["memorised"] == 0.0 and m["flipped_to_true"] == 1.0
+    assert sum(m["fy_hist_clean"]) == 2 and sum(m["fy_hist_noisy"]) == 2
+
+
+def test_pruning_quality_and_summary():
+    p, r = pruning_quality(torch.tensor([0.0, 0.0, 1.0, 1.0]), torch.tensor([True, False, True, False]))
+    assert (p, r) == (0.5, 0.5)
+    assert math.isnan(pruning_quality(torch.ones(3), torch.zeros(3, dtype=torch.bool))[0])
+    rows = [{"epoch": 1, "val_acc": 0.5, "test_acc": 0.6}, {"epoch": 2, "val_acc": 0.7, "test_acc": 0.65},
+            {"epoch": 3, "val_acc": 0.7, "test_acc": 0.9}, {"epoch": 4, "val_acc": 0.4, "test_acc": 0.3}]
+    assert summarize(rows) == {"test_acc_at_best_val": 0.65, "best_val_epoch": 2, "last_test_acc": 0.3, "best_test_acc": 0.9}
