@@ -18,7 +18,7 @@ from typing import Any
 from gce_core.bounds import excess_risk_bound, loss_bounds
 from gce_core.checkpoint import peek_epoch
 from gce_core.data import DATASETS, DatasetNotFoundError
-from gce_core.losses import LOSS_NAMES, canonical_loss_name
+from gce_core.losses import LOSS_NAMES, canonical_loss_name, check_k, check_q
 from gce_core.metrics import SUMMARY_KEYS
 from gce_core.spec import PRESET_NAMES, RunSpec, SpecError, from_preset, parse_spec
 
@@ -171,7 +171,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 # --- bounds -------------------------------------------------------------------------------------
 def cmd_bounds(args: argparse.Namespace) -> int:
-    c, q, k = args.classes, args.q, args.k
+    c, q, k = args.classes, check_q(args.q), check_k(args.k)
+    if c < 2:
+        raise UsageError(f"--classes must be at least 2, got {c}")
     print(f"loss summed over all {c} labels, for any softmax output (q = {q:g}, k = {k:g}):")
     for name in LOSS_NAMES:
         try:
