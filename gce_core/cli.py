@@ -135,12 +135,12 @@ def _mean_std(values: list[float]) -> str:
 def compare_table(rows: list[tuple[str, list[dict]]]) -> str:
     """Plain-text table: one line per loss, mean ± std over seeds of each summary key."""
     heads = ("loss", "test @ best val", "last epoch", "best test")
-    lines = [rows_fmt := f"{heads[0]:<16} {heads[1]:>18} {heads[2]:>18} {heads[3]:>18}"]
+    lines = [rows_fmt := f"{heads[0]:<20} {heads[1]:>18} {heads[2]:>18} {heads[3]:>18}"]
     lines.append("-" * len(rows_fmt))
     for label, summaries in rows:
         cells = [_mean_std([s[k] for s in summaries if s[k] is not None]) for k in
                  ("test_acc_at_best_val", "last_test_acc", "best_test_acc")]
-        lines.append(f"{label:<16} {cells[0]:>18} {cells[1]:>18} {cells[2]:>18}")
+        lines.append(f"{label:<20} {cells[0]:>18} {cells[1]:>18} {cells[2]:>18}")
     return "\n".join(lines)
 
 

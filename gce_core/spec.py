@@ -56,16 +56,16 @@ class RunSpec(BaseModel):
     # model and optimisation
     model: str = Field("mlp", description=f"one of {', '.join(MODEL_NAMES)}")
     epochs: int = Field(100, ge=1, le=MAX_EPOCHS, description=f"training epochs, 1 to {MAX_EPOCHS}")
-    batch_size: int = Field(128, ge=1, le=65536)
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    batch_size: int = Field(128, ge=1, le=65536, description="training batch size")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd (the paper's) or adam")
     lr: float = Field(0.01, gt=0.0, le=10.0, description="initial learning rate")
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0, description="L2 weight decay")
     lr_milestones: tuple[int, ...] = Field((), description="epochs after which the lr is multiplied by lr_gamma")
-    lr_gamma: float = Field(0.1, gt=0.0, le=1.0)
+    lr_gamma: float = Field(0.1, gt=0.0, le=1.0, description="lr factor at each milestone")
     augment: bool = Field(False, description="pad-4 random crop and horizontal flip, on the device")
     # execution
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds the noise, the split, the init and the data order")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     compile: bool = Field(False, description="torch.compile the model (CUDA, long runs)")
 
