@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# GCE Lab: the web lab (Streamlit) and its job supervisor, with CUDA-enabled PyTorch wheels
+# (PyPI's torch 2.15 Linux wheels bundle the CUDA runtime; the host needs only the NVIDIA driver
+# and the container toolkit for a GPU).
+#   docker build -t gce-lab .
+#   docker run -p 127.0.0.1:8501:8501 -v gce-data:/data -v gce-store:/home/lab/.gce_lab gce-lab
+# The image binds 0.0.0.0 inside the container, which the launcher allows only together with
+# GCE_LAB_PASSWORD: set it (docker run -e GCE_LAB_PASSWORD=...) or the container refuses to start.
+FROM python:3.11-slim-bookworm
+
+ARG EXTRAS=""
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    GCE_LAB_HOME=/home/lab/.gce_lab \
+    GCE_LAB_DATA=/data \
+    STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
+
+RUN groupadd --gid 1000 lab \
+    && useradd --uid 1000 --gid lab --create-home --shell /usr/sbin/nologin lab
+
+WORKDIR /opt/gce-lab
+COPY requirements.txt requirements-extras.txt ./
+RUN pip install -r requirements.txt \
+    && if [ -n "$EXTRAS" ]; then pip install -r requirements-extras.txt; fi
+
+COPY pyproject.toml README.md ./
+COPY gce_core/ gce_core/
+COPY jobs/ jobs/
+COPY app/ app/
+
+RUN mkdir -p /data /home/lab/.gce_lab \
+    && chown -R lab:lab /data /home/lab
+USER lab
+VOLUME ["/data", "/home/lab/.gce_lab"]
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4)"]
+CMD ["python", "-m", "app", "--address", "0.0.0.0", "--port", "8501"]
