@@ -1,0 +1,111 @@
+"""The local executor: each run is its own process on this machine.
+
+The process is started fresh (`python -m jobs.worker_process RUN_ID TOKEN`, fork+exec, never a
+fork of a process that has CUDA up), in a new session so that its whole process group can be
+signalled, with stdout and stderr appended to <lab home>/runs/<id>/log.txt.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from jobs import config
+from jobs.executor import ExitInfo, Slot
+from jobs.logs import append_note, read_tail
+from jobs.procs import pid_alive, signal_group
+from jobs.records import RunRecord
+
+_PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+class LocalHandle:
+    """A process this supervisor started (so it can read the exit status and reap it)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.pid: int | None = proc.pid
+
+    def poll(self) -> ExitInfo | None:
+        code = self.proc.poll()
+        if code is None:
+            return None
+        signal_group(self.proc.pid, signal.SIGKILL)  # anything the run left behind in its group
+        return ExitInfo(code)
+
+    def terminate(self) -> None:
+        signal_group(self.proc.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        signal_group(self.proc.pid, signal.SIGKILL)
+
+
+class AdoptedHandle:
+    """A run's process started by a previous supervisor: watched through /proc; its exit status
+    is unknown (its parent is gone, so it is not ours to reap)."""
+
+    def __init__(self, pid: int, run_id: str):
+        self.pid: int | None = pid
+        self.run_id = run_id
+
+    def _alive(self) -> bool:
+        return pid_alive(self.pid, marker=self.run_id)
+
+    def poll(self) -> ExitInfo | None:
+        return None if self._alive() else ExitInfo(None)
+
+    def terminate(self) -> None:
+        if self._alive():  # never signal a recycled pid
+            signal_group(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self._alive():
+            signal_group(self.pid, signal.SIGKILL)
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, *, db_url: str, home: Path | None = None, python: str = sys.executable):
+        self.db_url = db_url
+        self.home = (home or config.lab_home()).absolute()
+        self.python = python
+        self.host = socket.gethostname()
+
+    def _env(self, slot: Slot, extra: Mapping[str, str]) -> dict[str, str]:
+        env = {**os.environ, **slot.env, **extra}
+        env[config.ENV_DB_URL] = self.db_url
+        env[config.ENV_HOME] = str(self.home)
+        env["PYTHONUNBUFFERED"] = "1"
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = _PROJECT_ROOT + (os.pathsep + path if path else "")
+        return env
+
+    def start(self, run: RunRecord, token: str, slot: Slot, env: Mapping[str, str]) -> LocalHandle:
+        folder = config.run_dir(run.id, self.home)
+        folder.mkdir(parents=True, exist_ok=True)
+        append_note(folder / config.LOG_FILE, f"attempt {run.attempts} of run {run.id} on {self.host}, "
+                    f"slot {slot.index} ({slot.device})")
+        with open(folder / config.LOG_FILE, "ab") as log:
+            proc = subprocess.Popen(
+                [self.python, "-m", "jobs.worker_process", run.id, token],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=self._env(slot, env), start_new_session=True, close_fds=True,
+            )
+        return LocalHandle(proc)
+
+    def attach(self, run: RunRecord) -> AdoptedHandle | None:
+        if run.host != self.host or not pid_alive(run.pid, marker=run.id):
+            return None
+        return AdoptedHandle(run.pid, run.id)
+
+    def log_tail(self, run_id: str) -> str:
+        return read_tail(config.log_path(run_id, self.home))
+
+    def note(self, run_id: str, message: str) -> None:
+        append_note(config.log_path(run_id, self.home), message)

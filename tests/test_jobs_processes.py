@@ -1,0 +1,163 @@
+"""The acceptance tests of the job runner with real training processes and a real SQLite file.
+
+The supervisor runs in the test's process and is driven by tick(now); every run is its own
+`python -m jobs.worker_process` child, as in production. Each child imports torch (~2 s), so the
+specs are tiny and the number of process starts is kept small.
+"""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gce_core.train import train
+from jobs import config
+from jobs.client import LabClient
+from jobs.config import SupervisorSettings
+from jobs.executor import Slot
+from jobs.executor_local import LocalExecutor
+from jobs.procs import pid_alive
+from jobs.status import RunStatus
+from jobs.supervisor import Supervisor
+
+pytestmark = pytest.mark.slow
+
+TINY = dict(dataset="digits", model="mlp", train_subset=200, epochs=3, batch_size=64, lr=0.1)
+# ~0.05 s per epoch on one thread: long enough to act on mid-run
+FULL = dict(dataset="digits", model="mlp", batch_size=32, lr=0.05)
+THREADS = 1  # torch threads of every child, so the reference run below can match them
+
+
+def cpu_slots(n):
+    env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
+    return [Slot(i, "cpu", env) for i in range(n)]
+
+
+@pytest.fixture
+def lab(store_url, lab_home):
+    client = LabClient(store_url)
+    made = []
+
+    def supervisor(slots=2, **settings):
+        sup = Supervisor(client.store, LocalExecutor(db_url=store_url, home=lab_home), cpu_slots(slots),
+                         SupervisorSettings(**settings))
+        made.append(sup)
+        return sup
+
+    yield client, supervisor
+    for sup in made:  # never leave a training process behind
+        for act in sup.active.values():
+            act.handle.kill()
+        deadline = time.monotonic() + 10
+        while any(a.handle.poll() is None for a in sup.active.values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sup.close()
+    client.close()
+
+
+def drive(sup, until, *, timeout=480.0, on_tick=None):
+    """Tick the supervisor until ``until()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > deadline:
+            runs = [(r.id, r.status.value, r.epochs_done) for r in sup.store.list_runs(limit=1000)]
+            raise AssertionError(f"not reached within {timeout} s; runs: {runs}")
+        sup.tick(time.time())
+        if on_tick is not None:
+            on_tick()
+        time.sleep(0.1)
+
+
+def epochs_of(client, run_id):
+    return [row["epoch"] for row in client.metrics(run_id)]
+
+
+def test_twenty_runs_on_two_slots_all_complete_with_contiguous_metrics(lab, tmp_path):
+    client, supervisor = lab
+    missing = {"dataset": "cifar10", "data_root": str(tmp_path / "no_data"), "epochs": 2}
+    broken = client.submit({**TINY, **missing}, tags=["broken"])
+    ids = [client.submit({**TINY, "seed": seed}) for seed in range(20)]
+    sup = supervisor(slots=2)
+    busy = []
+    drive(sup, lambda: client.count_runs(status=["completed", "failed", "cancelled"]) == 21 and not sup.active,
+          on_tick=lambda: busy.append(len(sup.active)))
+    assert max(busy) == 2  # both slots used, never more
+    for run_id in ids:
+        run = client.get(run_id)
+        assert run.status == RunStatus.COMPLETED and run.attempts == 1 and run.error is None
+        assert epochs_of(client, run_id) == [1, 2, 3] and run.epochs_done == 3 and run.progress == 1.0
+        assert run.summary["epochs_completed"] == 3 and run.summary["stopped"] is False
+        assert not pid_alive(run.pid, marker=run_id)  # reaped
+    assert len({client.get(i).summary["last_test_acc"] for i in ids}) > 1  # the seeds differ
+    # a run whose training raises fails at once, saying why, with its log
+    run = client.get(broken)
+    assert run.status == RunStatus.FAILED and run.attempts == 1 and run.crashes == 0
+    assert run.error.startswith("its process training raised an error (exit code 1)")
+    assert "DatasetNotFoundError" in run.error and "cifar10" in run.error
+    assert "DatasetNotFoundError" in config.log_path(broken).read_text()
+
+
+def test_cancel_of_a_running_run_stops_it_within_five_seconds(lab):
+    client, supervisor = lab
+    run_id = client.submit({**FULL, "epochs": 1000})
+    sup = supervisor(slots=1)
+    drive(sup, lambda: client.get(run_id).epochs_done >= 1)
+    pid = client.get(run_id).pid
+    assert pid_alive(pid, marker=run_id)
+    assert client.cancel(run_id).cancel_requested
+    started = time.monotonic()
+    drive(sup, lambda: client.get(run_id).status == RunStatus.CANCELLED and not Path(f"/proc/{pid}").exists(),
+          timeout=5.0)
+    assert time.monotonic() - started < 5.0
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # its whole process group is gone; no zombie is left (/proc has no entry)
+    run = client.get(run_id)
+    assert run.crashes == 0 and run.finished_at is not None
+    assert epochs_of(client, run_id) == list(range(1, run.epochs_done + 1)) and run.epochs_done >= 1
+    assert not sup.active
+
+
+def test_a_run_cancelled_as_it_starts_never_trains(lab):
+    client, supervisor = lab
+    run_id = client.submit({**FULL, "epochs": 1000})
+    sup = supervisor(slots=1)
+    assert sup.tick(time.time()).started == [run_id]
+    client.cancel(run_id)
+    drive(sup, lambda: client.get(run_id).status.is_final and not sup.active)
+    run = client.get(run_id)
+    assert run.status == RunStatus.CANCELLED and run.crashes == 0 and client.metrics(run_id) == []
+
+
+def test_a_training_process_killed_mid_run_resumes_and_ends_as_if_never_killed(lab):
+    client, supervisor = lab
+    spec = {**FULL, "epochs": 30, "noise": "uniform", "noise_rate": 0.4, "seed": 3}
+    run_id = client.submit(spec)
+    sup = supervisor(slots=1)
+    drive(sup, lambda: client.get(run_id).epochs_done >= 3)
+    os.kill(client.get(run_id).pid, signal.SIGKILL)
+    killed_at = client.get(run_id).epochs_done
+    drive(sup, lambda: client.get(run_id).status.is_final)
+    run = client.get(run_id)
+    assert killed_at < 30
+    assert run.status == RunStatus.COMPLETED and run.attempts == 2 and run.crashes == 1
+    assert "killed by SIGKILL (signal 9)" in config.log_path(run_id).read_text()
+    got = client.metrics(run_id)
+    assert [r["epoch"] for r in got] == list(range(1, 31))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        expected = []
+        summary = train(spec, on_epoch=expected.append)
+    finally:
+        torch.set_num_threads(threads)
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert strip(got) == strip(expected)
+    assert {k: run.summary[k] for k in ("test_acc_at_best_val", "best_val_epoch", "last_test_acc")} == {
+        k: summary[k] for k in ("test_acc_at_best_val", "best_val_epoch", "last_test_acc")}
