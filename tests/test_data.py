@@ -324,3 +324,28 @@ def test_pixel_mean():
     assert mean[0, 0, 0].item() == 2.0 and mean[1, 2, 3].item() == 3.0
     with pytest.raises(ValueError, match="N, C, H, W"):
         data.pixel_mean(torch.zeros(3, 4, 5))
+
+
+def test_digits_read_without_sklearn_import_equal_sklearn_images():
+    from sklearn.datasets import load_digits
+
+    from gce_core.data import DIGITS_SPLIT_SEED, DIGITS_TEST_SIZE, stratified_split
+
+    ref = load_digits()
+    y = torch.from_numpy(ref.target).long()
+    train_idx, test_idx = stratified_split(y, DIGITS_TEST_SIZE, DIGITS_SPLIT_SEED)
+    raw = load_raw("digits")
+    images = torch.from_numpy(ref.images).float().div(16).unsqueeze(1)
+    assert torch.equal(raw.x_test, images[test_idx]) and torch.equal(raw.y_test, y[test_idx])
+    assert torch.equal(raw.x_train, images[train_idx]) and torch.equal(raw.y_train, y[train_idx])
+
+
+def test_stratified_split_shares_and_seed():
+    from gce_core.data import stratified_split
+
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    train, test = stratified_split(labels, 10, seed=3)
+    assert labels[test].bincount().tolist() == [5, 3, 2]
+    assert len(set(train.tolist()) | set(test.tolist())) == 100 and len(train) == 90
+    assert torch.equal(test, stratified_split(labels, 10, seed=3)[1])
+    assert not torch.equal(test, stratified_split(labels, 10, seed=4)[1])
