@@ -1,0 +1,345 @@
+"""Figure builders of the lab. Every figure has a title and titled axes with units; pages only
+pass data in. Accuracies are stored as shares in [0, 1] and shown in percent.
+
+Plotly for the figures that are drawn once (its camera button saves a PNG). The live curves of
+the Runs page are Vega-Lite (built with Altair) instead: Streamlit re-mounts a Plotly chart
+whenever its data change, which resets the user's zoom at every refresh, while a Vega chart
+whose spec is unchanged gets its new rows swapped into the same view. The zoom there is a brush
+on an overview strip, kept in epoch units, because Vega resets a wheel (scale-bound) zoom when
+the data change but keeps a brush.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from gce_core.bounds import loss_bounds, lq_sum_bounds, mae_sum, truncated_lq_sum_bounds
+from gce_core.metrics import HIST_BINS
+
+# key -> (axis title, shown in percent)
+METRICS: dict[str, tuple[str, bool]] = {
+    "test_acc": ("test accuracy (%)", True),
+    "val_acc": ("noisy-validation accuracy (%)", True),
+    "train_acc_noisy": ("training accuracy on the noisy labels (%)", True),
+    "train_acc_clean": ("training accuracy on the true labels (%)", True),
+    "memorised": ("flipped samples memorised (% predicted as their wrong label)", True),
+    "flipped_to_true": ("flipped samples predicted as their true label (%)", True),
+    "train_loss": ("training loss (mean per sample)", False),
+    "loss_sum_mean": ("loss summed over all c labels (test mean)", False),
+    "kept": ("training samples kept by the w-step", False),
+    "prune_precision": ("pruning precision (%)", True),
+    "prune_recall": ("pruning recall (%)", True),
+    "lr": ("learning rate", False),
+    "seconds": ("seconds per epoch", False),
+}
+LOSS_COLORS = {"cce": "#d62728", "mae": "#7f7f7f", "lq": "#1f77b4", "truncated_lq": "#2ca02c"}
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#17becf", "#bcbd22", "#7f7f7f")
+PNG_CONFIG = {"toImageButtonOptions": {"format": "png", "scale": 2}, "displaylogo": False}
+
+
+def metric_title(metric: str) -> str:
+    return METRICS.get(metric, (metric, False))[0]
+
+
+def metric_scale(metric: str) -> float:
+    """100 for metrics shown in percent, else 1."""
+    return 100.0 if METRICS.get(metric, ("", False))[1] else 1.0
+
+
+def png_config(filename: str) -> dict:
+    """Plotly config whose camera button saves ``filename``.png at twice the screen size."""
+    return {**PNG_CONFIG, "toImageButtonOptions": {**PNG_CONFIG["toImageButtonOptions"], "filename": filename}}
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, revision: str, **extra) -> go.Figure:
+    fig.update_layout(
+        title={"text": title},
+        xaxis_title=x,
+        yaxis_title=y,
+        uirevision=revision,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
+        margin={"l": 60, "r": 20, "t": 60, "b": 40},
+        hovermode="x unified",
+        **extra,
+    )
+    return fig
+
+
+def color_for(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+# --- noise -----------------------------------------------------------------------------------
+def noise_heatmap(matrix, class_names: Sequence[str] | None = None, *, title: str = "") -> go.Figure:
+    """Heatmap of a (C, C) transition matrix: row = true label, column = noisy label."""
+    z = np.asarray(matrix, dtype=float)
+    c = z.shape[0]
+    names = list(class_names) if class_names and len(class_names) == c else [str(i) for i in range(c)]
+    small = c <= 12
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=names, y=names, zmin=0, zmax=1, colorscale="Blues",
+            colorbar={"title": {"text": "P(noisy | true)", "side": "right"}, "thickness": 10},
+            texttemplate="%{z:.2f}" if small else None, textfont={"size": 10},
+            hovertemplate="true %{y} -> noisy %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed", type="category")
+    long_names = max(map(len, names)) > 3
+    fig.update_xaxes(type="category", tickangle=-45 if long_names else 0, showticklabels=small)
+    if not small:
+        fig.update_yaxes(showticklabels=False)
+    _layout(fig, title or "Noise transition matrix", "noisy label (what training sees)", "true label", "noise")
+    fig.update_layout(hovermode="closest", height=440, margin={"l": 60, "r": 10, "t": 50, "b": 60})
+    return fig
+
+
+# --- run curves ------------------------------------------------------------------------------
+LIVE_DATASET = "curves"
+
+
+def shade(hex_color: str, step: int) -> str:
+    """``hex_color`` lightened towards white by 30% per step (step 0: unchanged), as #rrggbb."""
+    mix = min(0.3 * step, 0.75)
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return "#" + "".join(f"{round(c + (255 - c) * mix):02x}" for c in (r, g, b))
+
+
+def live_curves(
+    frame: pd.DataFrame, metric: str, labels: Mapping[str, str], colors: Mapping[str, str] | None = None
+) -> dict:
+    """Vega-Lite spec (data included) of one line per run against epoch, for
+    ``st.vega_lite_chart(spec=...)``: a detail chart over a thin overview strip; dragging on the
+    strip zooms the detail, double-clicking it resets.
+
+    The data travel in the named dataset ``curves``, so the spec proper depends only on the
+    metric and the run labels: on a refresh Streamlit swaps the rows inside the same view, and
+    the zoom (a brush, kept in epoch units) stays where the user put it. ``colors`` maps each
+    label to a colour (default: Vega's palette)."""
+    factor = metric_scale(metric)
+    rows: list[dict] = []
+    if not frame.empty and metric in frame:
+        part = frame.dropna(subset=[metric])
+        rows = [
+            {"run": labels.get(r, f"run {r}"), "epoch": int(e), "value": float(v) * factor}
+            for r, e, v in zip(part["run_id"], part["epoch"], part[metric], strict=True)
+        ]
+    y_title = metric_title(metric)
+    zoom = alt.selection_interval(encodings=["x"], name="zoom")
+    domain = list(labels.values())
+    scale = alt.Scale(domain=domain, range=[colors[x] for x in domain]) if colors and all(x in colors for x in domain) else alt.Undefined
+    color = alt.Color("run:N", title=None, sort=domain, scale=scale, legend=alt.Legend(orient="bottom", columns=2, labelLimit=500))
+    base = alt.Chart(alt.NamedData(LIVE_DATASET)).mark_line(point=alt.OverlayMarkDef(size=16), clip=True)
+    detail = base.encode(
+        x=alt.X("epoch:Q", title="epoch", scale=alt.Scale(domain={"param": "zoom"}), axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
+        color=color,
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("epoch:Q"), alt.Tooltip("value:Q", title=y_title, format=".4g")],
+    ).properties(height=340, width="container", title=alt.TitleParams(y_title.split(" (")[0], anchor="start"))
+    overview = (
+        base.mark_line(clip=True)
+        .encode(
+            x=alt.X("epoch:Q", title="epoch: drag here to zoom, double-click to reset", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("value:Q", axis=None, scale=alt.Scale(zero=False)),
+            color=color,
+        )
+        .add_params(zoom)
+        .properties(height=50, width="container", name="overview")  # a fixed name keeps the spec stable
+    )
+    spec = alt.vconcat(detail, overview).to_dict(validate=False)
+    for key in ("$schema", "config"):
+        spec.pop(key, None)
+    spec["datasets"] = {LIVE_DATASET: rows}
+    return spec
+
+
+def band_figure(
+    bands: pd.DataFrame,
+    metric: str,
+    *,
+    raw: pd.DataFrame | None = None,
+    title: str = "",
+    revision: str = "compare",
+    colors: Mapping[str, str] | None = None,
+) -> go.Figure:
+    """Mean line and mean ± std band per group. ``bands`` has group, epoch, mean, std, n (see
+    compare_logic.aggregate); ``raw`` (optional) has group, run_id, epoch, value for thin
+    per-run lines under each band. ``colors`` maps a group to a colour (else the palette)."""
+    fig = go.Figure()
+    scale = metric_scale(metric)
+    for i, (group, rows) in enumerate(bands.groupby("group", sort=False)):
+        color = (colors or {}).get(group) or color_for(i)
+        rows = rows.sort_values("epoch")
+        std = rows["std"].fillna(0.0)
+        if (rows["n"] > 1).any():
+            fig.add_trace(go.Scatter(
+                x=pd.concat([rows["epoch"], rows["epoch"][::-1]]),
+                y=pd.concat([(rows["mean"] + std) * scale, (rows["mean"] - std)[::-1] * scale]),
+                fill="toself", fillcolor=_rgba(color, 0.18), line={"width": 0},
+                hoverinfo="skip", showlegend=False, legendgroup=str(group),
+            ))
+        if raw is not None:
+            for run_id, run in raw[raw["group"] == group].groupby("run_id"):
+                fig.add_trace(go.Scatter(
+                    x=run["epoch"], y=run["value"] * scale, mode="lines",
+                    line={"color": _rgba(color, 0.35), "width": 1}, legendgroup=str(group),
+                    showlegend=False, name=f"{group} run {run_id}", hoverinfo="skip",
+                ))
+        n = int(rows["n"].max())
+        fig.add_trace(go.Scatter(
+            x=rows["epoch"], y=rows["mean"] * scale, mode="lines", line={"color": color, "width": 2.5},
+            name=f"{group} (n={n})" if n > 1 else str(group), legendgroup=str(group),
+        ))
+    y = metric_title(metric) + (" — mean ± std over seeds" if (bands["n"] > 1).any() else "")
+    return _layout(fig, title or metric_title(metric).split(" (")[0], "epoch", y, revision)
+
+
+# --- theory ----------------------------------------------------------------------------------
+def _fy_grid(points: int = 400) -> np.ndarray:
+    return np.linspace(1e-3, 1.0, points)
+
+
+def lq_curve(f: np.ndarray, q: float) -> np.ndarray:
+    return -np.expm1(q * np.log(f)) / q
+
+
+def loss_vs_fy(qs: Sequence[float], k: float, truncated_q: float | None = None) -> go.Figure:
+    """Each loss against f_y: CCE, MAE (paper scale 2 - 2 f_y), Lq for each q and the truncated
+    Lq at ``truncated_q`` (default: the q nearest the paper's 0.7) and threshold k."""
+    f = _fy_grid()
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=f, y=-np.log(f), name="CCE  -log f_y", line={"color": LOSS_COLORS["cce"], "width": 2.5}))
+    fig.add_trace(go.Scatter(x=f, y=2 - 2 * f, name="MAE  2 - 2 f_y", line={"color": LOSS_COLORS["mae"], "width": 2.5}))
+    for i, q in enumerate(sorted(qs)):
+        fig.add_trace(go.Scatter(x=f, y=lq_curve(f, q), name=f"Lq  q={q:g}", line={"color": _blue(i, len(qs))}))
+    if qs:
+        tq = truncated_q if truncated_q is not None else min(qs, key=lambda q: abs(q - 0.7))
+        trunc = np.where(f > k, lq_curve(f, tq), lq_curve(np.array([k]), tq)[0])
+        fig.add_trace(go.Scatter(
+            x=f, y=trunc, name=f"truncated Lq  q={tq:g}, k={k:g}",
+            line={"color": LOSS_COLORS["truncated_lq"], "dash": "dash", "width": 2.5},
+        ))
+    fig.update_yaxes(range=[0, 4.5])
+    return _layout(fig, "Loss against f_y", "f_y (softmax probability of the label)", "loss of one sample", "theory-loss")
+
+
+def _blue(i: int, n: int) -> str:
+    shade = 0.35 + 0.65 * (i + 1) / max(n, 1)
+    return f"rgba(31,119,180,{shade:.2f})"
+
+
+def gradient_weight(qs: Sequence[float]) -> go.Figure:
+    """Weight f_y^q that Lq puts on a sample's CCE gradient; CCE is 1 everywhere, MAE 2 f_y."""
+    f = _fy_grid()
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=f, y=np.ones_like(f), name="CCE  weight 1", line={"color": LOSS_COLORS["cce"], "width": 2.5}))
+    fig.add_trace(go.Scatter(x=f, y=2 * f, name="MAE  weight 2 f_y", line={"color": LOSS_COLORS["mae"], "width": 2.5}))
+    for i, q in enumerate(sorted(qs)):
+        fig.add_trace(go.Scatter(x=f, y=f**q, name=f"Lq  f_y^{q:g}", line={"color": _blue(i, len(qs))}))
+    return _layout(fig, "Gradient weight: how much a sample pushes the model", "f_y (softmax probability of the label)", "weight on the CCE gradient", "theory-grad")
+
+
+def bounds_vs_q(num_classes: int, k: float, marks: Sequence[float] = ()) -> go.Figure:
+    """Lower and upper bound of the loss summed over all c labels, against q."""
+    c = num_classes
+    qs = np.linspace(0.05, 1.0, 96)
+    lq = np.array([lq_sum_bounds(c, q) for q in qs])
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=qs, y=lq[:, 1], line={"color": LOSS_COLORS["lq"], "width": 1}, showlegend=False, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(
+        x=qs, y=lq[:, 0], fill="tonexty", fillcolor=_rgba("#1f77b4", 0.22),
+        line={"color": LOSS_COLORS["lq"], "width": 1}, name="Lq band  [(c - c^(1-q))/q, (c-1)/q]",
+    ))
+    trunc = [(q, *truncated_lq_sum_bounds(c, q, k)) for q in qs] if k >= 1.0 / c else []
+    if trunc:
+        t = np.array(trunc)
+        fig.add_trace(go.Scatter(x=t[:, 0], y=t[:, 2], line={"color": LOSS_COLORS["truncated_lq"], "width": 1}, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(
+            x=t[:, 0], y=t[:, 1], fill="tonexty", fillcolor=_rgba("#2ca02c", 0.35),
+            line={"color": LOSS_COLORS["truncated_lq"], "width": 1}, name=f"truncated Lq band (k={k:g})",
+        ))
+    fig.add_trace(go.Scatter(
+        x=qs, y=np.full_like(qs, mae_sum(c)), name=f"MAE: always 2(c-1) = {mae_sum(c):g}",
+        line={"color": LOSS_COLORS["mae"], "width": 2.5},
+    ))
+    cce_low = c * math.log(c)
+    fig.add_trace(go.Scatter(
+        x=qs, y=np.full_like(qs, cce_low), name=f"CCE: from c·log c = {cce_low:.3g} up to ∞",
+        line={"color": LOSS_COLORS["cce"], "dash": "dot", "width": 2},
+    ))
+    for q in marks:
+        fig.add_vline(x=q, line={"color": "#444", "dash": "dot", "width": 1})
+    top = float(np.nanmax(lq[:, 1]))
+    ticks = [v for v in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000) if v <= 2 * top]
+    fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{v:g}" for v in ticks])
+    return _layout(fig, f"Loss summed over all {c} labels: the narrower, the more noise-robust", "q", "sum over j of L(f(x), e_j)  (log scale)", "theory-bounds")
+
+
+def measured_loss_sum(
+    epochs: Sequence[int], values: Sequence[float], loss: str, num_classes: int, q: float, k: float
+) -> go.Figure:
+    """A run's per-epoch mean loss sum (over test images) inside its theoretical band."""
+    lo, hi = loss_bounds(loss, num_classes, q=q, k=k)
+    fig = go.Figure()
+    x = list(epochs)
+    if x:
+        if math.isfinite(hi) and hi > lo:
+            fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[hi, hi], line={"color": "#888", "width": 1}, name=f"upper bound {hi:.3g}"))
+            fig.add_trace(go.Scatter(
+                x=[x[0], x[-1]], y=[lo, lo], fill="tonexty", fillcolor=_rgba("#1f77b4", 0.15),
+                line={"color": "#888", "width": 1}, name=f"lower bound {lo:.3g}",
+            ))
+        else:
+            label = "constant" if math.isfinite(hi) else "lower bound (no upper bound)"
+            fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[lo, lo], line={"color": "#888", "dash": "dash"}, name=f"{label} {lo:.3g}"))
+    fig.add_trace(go.Scatter(
+        x=x, y=list(values), mode="lines+markers", marker={"size": 4},
+        line={"color": LOSS_COLORS.get(loss, "#1f77b4"), "width": 2.5}, name="measured (test mean)",
+    ))
+    return _layout(fig, "This run's loss sum inside its band", "epoch", "sum over j of L(f(x), e_j)", "theory-run")
+
+
+# --- noise insight ---------------------------------------------------------------------------
+def fy_histograms(clean: Sequence[int], noisy: Sequence[int], epoch: int) -> go.Figure:
+    """Share of clean vs flipped training samples per f_y bin (20 bins over [0, 1])."""
+    edges = np.linspace(0, 1, HIST_BINS + 1)
+    centers = (edges[:-1] + edges[1:]) / 2
+    fig = go.Figure()
+    for name, counts, color in (("clean samples", clean, "#1f77b4"), ("flipped (noisy) samples", noisy, "#d62728")):
+        counts = np.asarray(counts, dtype=float)
+        total = counts.sum()
+        share = counts / total * 100 if total else counts
+        fig.add_trace(go.Bar(
+            x=centers, y=share, width=1 / HIST_BINS, name=f"{name} (n={int(total)})",
+            marker={"color": _rgba(color, 0.55), "line": {"color": color, "width": 1}},
+            customdata=counts, hovertemplate="f_y %{x:.2f}: %{y:.1f}% (%{customdata:.0f})<extra></extra>",
+        ))
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(range=[0, 1])
+    return _layout(fig, f"f_y of clean vs flipped training samples, epoch {epoch}", "f_y (softmax probability of the GIVEN label)", "share of the group (%)", "insight-hist")
+
+
+def lines_figure(
+    rows: pd.DataFrame, metrics: Sequence[str], *, title: str, y_title: str, revision: str
+) -> go.Figure:
+    """Several metrics of ONE run against epoch (percent metrics scaled to %)."""
+    fig = go.Figure()
+    for i, metric in enumerate(metrics):
+        if metric in rows and rows[metric].notna().any():
+            fig.add_trace(go.Scatter(
+                x=rows["epoch"], y=rows[metric] * metric_scale(metric), mode="lines+markers",
+                marker={"size": 4}, name=metric_title(metric), line={"color": color_for(i)},
+            ))
+    return _layout(fig, title, "epoch", y_title, revision)

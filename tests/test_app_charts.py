@@ -1,0 +1,95 @@
+"""app.charts: every figure has a title and titled axes; data land where they should."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app import charts
+from gce_core.bounds import lq_sum_bounds, mae_sum, truncated_lq_sum_bounds
+from gce_core.noise import expected_transition
+
+
+def _titled(fig):
+    layout = fig.layout
+    assert layout.title.text, "figure without a title"
+    assert layout.xaxis.title.text and layout.yaxis.title.text, "axis without a title"
+    return fig
+
+
+def test_noise_heatmap():
+    m = expected_transition("uniform", 0.4, 10)
+    fig = _titled(charts.noise_heatmap(m, [str(i) for i in range(10)]))
+    np.testing.assert_allclose(np.asarray(fig.data[0].z), m.numpy())
+    assert fig.layout.yaxis.autorange == "reversed"  # row 0 (true class 0) on top
+
+
+def test_bands():
+    bands = pd.DataFrame({"group": ["g", "g"], "epoch": [1, 2], "mean": [0.6, 0.7], "std": [0.1, 0.1], "n": [2, 2]})
+    fig = _titled(charts.band_figure(bands, "test_acc"))
+    band, mean = fig.data
+    assert band.fill == "toself" and list(band.y) == pytest.approx([70, 80, 60, 50])
+    assert mean.name == "g (n=2)"
+    assert "mean ± std" in fig.layout.yaxis.title.text
+
+
+def test_theory_figures():
+    _titled(charts.loss_vs_fy([0.3, 0.7], 0.5))
+    grad = _titled(charts.gradient_weight([0.7]))
+    assert grad.data[2].y[-1] == pytest.approx(1.0)  # f_y^q at f_y = 1
+    fig = _titled(charts.bounds_vs_q(10, 0.5, marks=[0.7]))
+    names = [t.name for t in fig.data]
+    lq_lower = fig.data[1]
+    i = int(np.argmin(np.abs(np.asarray(lq_lower.x) - 1.0)))
+    assert lq_lower.y[i] == pytest.approx(lq_sum_bounds(10, 1.0)[0])
+    assert any(n and n.startswith("MAE") for n in names)
+    mae = next(t for t in fig.data if t.name and t.name.startswith("MAE"))
+    assert set(mae.y) == {mae_sum(10)}
+    trunc_lower = next(t for t in fig.data if t.name and t.name.startswith("truncated"))
+    assert trunc_lower.y[-1] == pytest.approx(truncated_lq_sum_bounds(10, 1.0, 0.5)[0])
+    run = _titled(charts.measured_loss_sum([1, 2], [12.0, 11.5], "lq", 10, 0.7, 0.5))
+    assert run.data[-1].name.startswith("measured")
+    cce = _titled(charts.measured_loss_sum([1, 2], [30.0, 40.0], "cce", 10, 0.7, 0.5))
+    assert "no upper bound" in cce.data[0].name
+
+
+def test_insight_figures():
+    clean, noisy = [0] * 19 + [10], [5] * 20
+    fig = _titled(charts.fy_histograms(clean, noisy, epoch=3))
+    assert sum(fig.data[0].y) == pytest.approx(100) and sum(fig.data[1].y) == pytest.approx(100)
+    assert "n=10" in fig.data[0].name
+    rows = pd.DataFrame({"epoch": [1, 2], "memorised": [0.1, 0.2], "prune_precision": [None, None]})
+    fig = _titled(charts.lines_figure(rows, ["memorised", "prune_precision"], title="t", y_title="share (%)", revision="x"))
+    assert len(fig.data) == 1  # an all-missing metric is left out
+
+
+def test_png_config_names_the_file():
+    cfg = charts.png_config("my-chart")
+    assert cfg["toImageButtonOptions"] == {"format": "png", "scale": 2, "filename": "my-chart"}
+
+
+def test_live_curves_spec_stays_the_same_while_the_data_grow():
+    labels = {"a": "run a", "b": "run b"}
+    small = pd.DataFrame({"run_id": ["a", "b"], "epoch": [1, 1], "val_acc": [0.5, 0.4]})
+    big = pd.DataFrame({"run_id": ["a", "b", "a"], "epoch": [1, 1, 2], "val_acc": [0.5, 0.4, 0.6]})
+    s1, s2 = charts.live_curves(small, "val_acc", labels), charts.live_curves(big, "val_acc", labels)
+    d1, d2 = s1.pop("datasets"), s2.pop("datasets")
+    assert s1 == s2  # only the named dataset changes: Streamlit updates the view in place
+    assert d2["curves"][-1] == {"run": "run a", "epoch": 2, "value": pytest.approx(60.0)}
+    assert len(d1["curves"]) == 2
+    detail, overview = s1["vconcat"]
+    assert detail["encoding"]["x"]["scale"]["domain"] == {"param": "zoom"}
+    assert detail["encoding"]["x"]["title"] == "epoch"
+    assert detail["encoding"]["y"]["title"] == "noisy-validation accuracy (%)"
+    assert detail["title"]["text"] == "noisy-validation accuracy"
+    assert s1["params"] == [{"name": "zoom", "select": {"type": "interval", "encodings": ["x"]}, "views": ["overview"]}]
+    assert "drag here to zoom" in overview["encoding"]["x"]["title"]
+    colored = charts.live_curves(small, "val_acc", labels, {"run a": "#000000", "run b": "#ffffff"})
+    assert colored["vconcat"][0]["encoding"]["color"]["scale"] == {"domain": ["run a", "run b"], "range": ["#000000", "#ffffff"]}
+
+
+def test_shade():
+    assert charts.shade("#d62728", 0) == "#d62728"
+    assert charts.shade("#000000", 1) == "#4c4c4c"
+    assert charts.shade("#000000", 9) == charts.shade("#000000", 3)  # capped at 75% white
