@@ -1,11 +1,12 @@
 # syntax=docker/dockerfile:1
 # GCE Lab: the web lab (Streamlit) and its job supervisor, with CUDA-enabled PyTorch wheels
-# (PyPI's torch 2.15 Linux wheels bundle the CUDA runtime; the host needs only the NVIDIA driver
-# and the container toolkit for a GPU).
-#   docker build -t gce-lab .
-#   docker run -p 127.0.0.1:8501:8501 -v gce-data:/data -v gce-store:/home/lab/.gce_lab gce-lab
-# The image binds 0.0.0.0 inside the container, which the launcher allows only together with
-# GCE_LAB_PASSWORD: set it (docker run -e GCE_LAB_PASSWORD=...) or the container refuses to start.
+# (PyPI's torch 2.15 Linux x86_64 wheels bundle the CUDA runtime; a GPU host needs only the NVIDIA
+# driver and the NVIDIA container toolkit). docs/docker.md has the details.
+#   docker build -t gce-lab .                          # add --build-arg EXTRAS=1 for Ray + PostgreSQL
+#   docker run -e GCE_LAB_PASSWORD=... -p 127.0.0.1:8501:8501 \
+#       -v gce-data:/data -v gce-store:/home/lab/.gce_lab gce-lab
+# The lab binds 0.0.0.0 inside the container, which the launcher (`python -m app`) allows only
+# together with a password: without GCE_LAB_PASSWORD the container refuses to start.
 FROM python:3.11-slim-bookworm
 
 ARG EXTRAS=""
@@ -13,10 +14,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONPATH=/opt/gce-lab \
+    HOME=/home/lab \
     GCE_LAB_HOME=/home/lab/.gce_lab \
     GCE_LAB_DATA=/data \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
 
+# A non-root user with a writable home (Streamlit keeps ~/.streamlit there).
 RUN groupadd --gid 1000 lab \
     && useradd --uid 1000 --gid lab --create-home --shell /usr/sbin/nologin lab
 
@@ -26,10 +30,12 @@ RUN pip install -r requirements.txt \
     && if [ -n "$EXTRAS" ]; then pip install -r requirements-extras.txt; fi
 
 COPY pyproject.toml README.md ./
+COPY .streamlit/config.toml .streamlit/config.toml
 COPY gce_core/ gce_core/
 COPY jobs/ jobs/
 COPY app/ app/
 
+# The data sets (/data) and the store (database, checkpoints, logs) are volumes.
 RUN mkdir -p /data /home/lab/.gce_lab \
     && chown -R lab:lab /data /home/lab
 USER lab

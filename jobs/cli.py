@@ -190,15 +190,31 @@ def cmd_export(client: LabClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(client: LabClient, args: argparse.Namespace) -> int:
+def _executor_and_slots(client: LabClient, args: argparse.Namespace):
+    """The executor named by --executor ($GCE_LAB_EXECUTOR, default local) and its slots."""
+    name = config.executor_name(args.executor)
+    if name == "ray":
+        from jobs.executor_ray import RayExecutor
+
+        executor = RayExecutor(db_url=client.url, address=config.ray_address(args.ray_address))
+        return executor, executor.slots(args.slots, cpu_only=args.cpu)
     from jobs.executor_local import LocalExecutor
     from jobs.slots import detect_slots
+
+    return LocalExecutor(db_url=client.url), detect_slots(args.slots, gpus=[] if args.cpu else None)
+
+
+def cmd_worker(client: LabClient, args: argparse.Namespace) -> int:
+    from jobs.executor_ray import RayUnavailable
     from jobs.supervisor import Supervisor
 
-    slots = detect_slots(args.slots, gpus=[] if args.cpu else None)
-    sup = Supervisor(client.store, LocalExecutor(db_url=client.url), slots)
+    try:
+        executor, slots = _executor_and_slots(client, args)
+    except RayUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    sup = Supervisor(client.store, executor, slots)
     where = ", ".join(s.device for s in slots)
-    print(f"worker {sup.id}: {len(slots)} slot(s) ({where}); database {client.url}; "
+    print(f"worker {sup.id}: {executor.name} executor, {len(slots)} slot(s) ({where}); database {client.url}; "
           f"Ctrl-C stops the runs at a batch boundary and queues them again", flush=True)
     sup.run_forever(poll_s=args.poll, until_idle=args.until_idle)
     print(f"worker {sup.id} stopped", flush=True)
@@ -256,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs at once on a CPU machine (default: $GCE_LAB_SLOTS, else half the cores); "
                         "with GPUs, one slot per GPU")
     p.add_argument("--cpu", action="store_true", help="use CPU slots even if GPUs are visible (default: no)")
+    p.add_argument("--executor", choices=config.EXECUTORS, default=None,
+                   help="where runs go: local (a process per run on this machine) or ray (a Ray task per "
+                        "run on a Ray cluster) (default: $GCE_LAB_EXECUTOR, else local)")
+    p.add_argument("--ray-address", default=None,
+                   help="the Ray cluster, HOST:PORT of its head (default: $GCE_LAB_RAY_ADDRESS, else Ray's "
+                        "own: $RAY_ADDRESS or a Ray started for this worker); with --executor ray, --slots "
+                        "defaults to the cluster's GPUs, else its CPUs")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between supervisor steps (default: 0.5)")
     p.add_argument("--until-idle", action="store_true", help="exit once no run is waiting or running (default: no)")
     p.set_defaults(func=cmd_worker)

@@ -17,6 +17,8 @@ second lab on the same machine only has to set them.
 | GCE_LAB_CANCEL_GRACE_S          | 5                               | wait before SIGTERM on cancel |
 | GCE_LAB_KILL_GRACE_S            | 5                               | wait after SIGTERM for SIGKILL|
 | GCE_LAB_CANCEL_POLL_S           | 0.5                             | cancel-flag reads, at most    |
+| GCE_LAB_EXECUTOR                | local                           | where runs go: local or ray   |
+| GCE_LAB_RAY_ADDRESS             | unset (Ray's own default)       | the Ray cluster, host:port    |
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from typing import ClassVar
 ENV_HOME = "GCE_LAB_HOME"
 ENV_DB_URL = "GCE_LAB_DB_URL"
 ENV_SLOTS = "GCE_LAB_SLOTS"
+ENV_EXECUTOR = "GCE_LAB_EXECUTOR"
+ENV_RAY_ADDRESS = "GCE_LAB_RAY_ADDRESS"
+EXECUTORS = ("local", "ray")
 DB_FILE = "gce_lab.db"
 LOG_FILE = "log.txt"
 
@@ -41,6 +46,22 @@ def lab_home() -> Path:
 def db_url() -> str:
     """$GCE_LAB_DB_URL, else a SQLite file in the lab home."""
     return os.environ.get(ENV_DB_URL) or f"sqlite:///{lab_home() / DB_FILE}"
+
+
+def executor_name(name: str | None = None) -> str:
+    """``name``, else $GCE_LAB_EXECUTOR, else "local"; one of EXECUTORS ("local": a process per
+    run on this machine; "ray": a Ray task per run on a Ray cluster)."""
+    value = (name or os.environ.get(ENV_EXECUTOR) or "local").strip().lower()
+    if value not in EXECUTORS:
+        raise ValueError(f"unknown executor {value!r} (from --executor or ${ENV_EXECUTOR}); "
+                         f"use one of: {', '.join(EXECUTORS)}")
+    return value
+
+
+def ray_address(address: str | None = None) -> str | None:
+    """``address``, else $GCE_LAB_RAY_ADDRESS, else None (Ray's own default: $RAY_ADDRESS, else
+    a Ray started for this supervisor alone)."""
+    return address or os.environ.get(ENV_RAY_ADDRESS) or None
 
 
 def run_dir(run_id: str, home: Path | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""The seam between the supervisor and where a run's process lives (this machine, later Ray).
+"""The seam between the supervisor and where a run's process lives (this machine, or a Ray cluster).
 
 An executor starts a run's training process in a slot and hands back a handle; the supervisor
 polls handles, never processes. The exit codes below are the contract between a training process
@@ -34,11 +34,15 @@ class Slot:
 @dataclass(frozen=True)
 class ExitInfo:
     """How a run's process ended. ``code`` follows subprocess: -N means killed by signal N;
-    None means unknown (the process was adopted from a previous supervisor)."""
+    None means unknown (the process was adopted from a previous supervisor, or its Ray worker
+    died). ``detail``, when an executor knows more than the code, is what describe() says."""
 
     code: int | None
+    detail: str | None = None
 
     def describe(self) -> str:
+        if self.detail:
+            return self.detail
         code = self.code
         if code is None:
             return "its process ended while no supervisor could see its exit status"

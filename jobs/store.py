@@ -258,10 +258,15 @@ class Store:
         token = uuid.uuid4().hex
         waiting = [s.value for s in CLAIMABLE]
 
+        # PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent supervisors each lock a different
+        # candidate instead of queueing on the same row; SQLite ignores it (BEGIN IMMEDIATE
+        # already serialises writers).
+        candidate = (select(runs.c.id).where(runs.c.status.in_(waiting)).order_by(runs.c.created_at, runs.c.id)
+                     .limit(1).with_for_update(skip_locked=True))
+
         def fn(conn):
-            for _ in range(8):  # another supervisor may win a candidate (PostgreSQL); try the next
-                run_id = conn.execute(select(runs.c.id).where(runs.c.status.in_(waiting))
-                                      .order_by(runs.c.created_at, runs.c.id).limit(1)).scalar()
+            for _ in range(8):  # the conditional UPDATE below is the guarantee; retry if it lost
+                run_id = conn.execute(candidate).scalar()
                 if run_id is None:
                     return None
                 won = conn.execute(update(runs).where(runs.c.id == run_id, runs.c.status.in_(waiting)).values(

@@ -65,7 +65,8 @@ class Supervisor:
             raise ValueError("a supervisor needs at least one slot")
         self.store, self.executor, self.slots = store, executor, list(slots)
         self.settings = settings or SupervisorSettings.from_env()
-        self.id = worker_id or f"{executor.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # at most 64 characters (the column's width, enforced by PostgreSQL): long host names are cut
+        self.id = worker_id or f"{executor.host[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.active: dict[str, Active] = {}
         self._registered = False
         self._last_beat = float("-inf")

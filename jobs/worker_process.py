@@ -1,6 +1,7 @@
 """The training process of one run: `python -m jobs.worker_process RUN_ID CLAIM_TOKEN`.
 
-Started by an executor after the supervisor claimed the run. It trains with gce_core.train,
+Started by an executor after the supervisor claimed the run: the local executor runs this module
+as a fresh process; the Ray executor calls ``run_guarded`` inside a fresh Ray worker process. It trains with gce_core.train,
 resuming from the checkpoint in <lab home>/runs/<id>/ if there is one, writes every epoch to the
 store (a repeated epoch is ignored), heartbeats from a thread, and stops at a batch boundary when
 the run's cancel flag is set (read at most every GCE_LAB_CANCEL_POLL_S) or on SIGTERM/SIGINT.
@@ -139,15 +140,16 @@ def run(run_id: str, token: str) -> int:
     return EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: python -m jobs.worker_process RUN_ID CLAIM_TOKEN (started by the supervisor)", file=sys.stderr)
-        return EXIT_ERROR
+def install_signal_handlers() -> dict:
+    """SIGTERM and SIGINT only set the stop flag; the previous handlers, to restore."""
+    _signalled.clear()
+    return {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def run_guarded(run_id: str, token: str) -> int:
+    """``run`` with every exception mapped to its exit code (jobs.executor.EXIT_*)."""
     try:
-        return run(*args)
+        return run(run_id, token)
     except (MemoryError, OperationalError):
         traceback.print_exc()
         return EXIT_RETRYABLE
@@ -157,6 +159,15 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_RETRYABLE
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return EXIT_ERROR
+
+
+def main(argv: list[str] | None = None) -> int:
+    install_signal_handlers()
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m jobs.worker_process RUN_ID CLAIM_TOKEN (started by the supervisor)", file=sys.stderr)
+        return EXIT_ERROR
+    return run_guarded(*args)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,8 @@ def epochs_of(client, run_id):
     return [row["epoch"] for row in client.metrics(run_id)]
 
 
+# The longest test here: once, on SQLite (claims on every backend are the store suite's business).
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_twenty_runs_on_two_slots_all_complete_with_contiguous_metrics(lab, tmp_path):
     client, supervisor = lab
     missing = {"dataset": "cifar10", "data_root": str(tmp_path / "no_data"), "epochs": 2}
