@@ -4,7 +4,10 @@ Both run as child processes in their own sessions; Ctrl-C (SIGINT) or SIGTERM is
 both, and the launcher exits when either child dies, saying which and why. The store lives in
 $GCE_LAB_HOME (default ~/.gce_lab), so a restart picks up where the lab stopped.
 
-    python -m app [--address 127.0.0.1] [--port 8501] [--slots N]
+    python -m app [--address 127.0.0.1] [--port 8501] [--slots N] [--no-worker]
+
+--no-worker starts the web server alone, for setups where workers run elsewhere (the compose
+file's `worker` service, a Ray cluster).
 
 A non-loopback --address is refused unless a password is configured ($GCE_LAB_PASSWORD or
 `password` in .streamlit/secrets.toml).
@@ -36,19 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="127.0.0.1", help="address the web server binds (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8501, help="web server port (default: 8501)")
     p.add_argument("--slots", type=int, default=None, help="runs trained at once (default: the worker's, $GCE_LAB_SLOTS or half the CPU cores)")
+    p.add_argument("--no-worker", action="store_true", help="start the web server only; workers run elsewhere (default: start one)")
     return p
 
 
-def commands(address: str, port: int, slots: int | None) -> dict[str, list[str]]:
-    worker = [sys.executable, "-m", "jobs", "worker"]
-    if slots is not None:
-        worker += ["--slots", str(slots)]
+def commands(address: str, port: int, slots: int | None, worker: bool = True) -> dict[str, list[str]]:
+    """The child commands: the job worker (unless ``worker`` is False) and the Streamlit server."""
+    cmds: dict[str, list[str]] = {}
+    if worker:
+        cmds["worker"] = [sys.executable, "-m", "jobs", "worker"]
+        if slots is not None:
+            cmds["worker"] += ["--slots", str(slots)]
     server = [
         sys.executable, "-m", "streamlit", "run", str(MAIN),
         "--server.address", address, "--server.port", str(port), "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
     ]
-    return {"worker": worker, "server": server}
+    cmds["server"] = server
+    return cmds
 
 
 def port_problem(address: str, port: int) -> str | None:
@@ -140,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     host = f"[{args.address}]" if ":" in args.address else args.address
-    launcher = Launcher(commands(args.address, args.port, args.slots), f"http://{host}:{args.port}", env)
+    launcher = Launcher(commands(args.address, args.port, args.slots, worker=not args.no_worker), f"http://{host}:{args.port}", env)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, launcher.on_signal)
     launcher.start()

@@ -90,3 +90,16 @@ def test_signal_is_forwarded_to_both_children(tmp_path):
     lab.stop(signal.SIGINT)
     for name in ("worker", "server"):
         assert (tmp_path / f"got{name}").read_text() == str(int(signal.SIGINT))
+
+
+def test_no_worker_starts_the_web_server_alone():
+    cmds = launcher.commands("0.0.0.0", 8600, slots=None, worker=False)
+    assert list(cmds) == ["server"]
+    assert cmds["server"][cmds["server"].index("--server.address") + 1] == "0.0.0.0"
+    assert launcher.build_parser().parse_args(["--no-worker"]).no_worker is True
+
+
+def test_no_worker_still_needs_a_password_for_a_public_address(lab_home, capsys, monkeypatch):
+    monkeypatch.delenv("GCE_LAB_PASSWORD", raising=False)
+    assert launcher.main(["--no-worker", "--address", "0.0.0.0", "--port", "8655"]) == 2
+    assert "password" in capsys.readouterr().err.lower()
