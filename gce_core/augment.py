@@ -31,4 +31,5 @@ def crop_and_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -
     cols = torch.where(flips[:, None], cols.flip(1), cols)
     batch = torch.arange(b, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
-    return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.preserve_format)
+    # contiguous() with no format: preserve_format is not accepted here (it raised for C > 1)
+    return out.permute(0, 3, 1, 2).contiguous()

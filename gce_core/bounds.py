@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from gce_core.losses import canonical_loss_name, check_k, check_q, loss_values, lq_constant
+from gce_core.losses import canonical_loss_name, check_k, check_q, lq_constant, values_of_log_prob
 
 
 def _check_classes(num_classes: int) -> int:
@@ -73,9 +73,9 @@ def loss_sum(logits: torch.Tensor, loss: str, **params: float) -> torch.Tensor:
 
     ``params`` are the loss's own (q, k). Truncated Lq is summed in its truncated form.
     """
-    n, c = logits.shape
-    name = canonical_loss_name(loss)
-    rep = logits.detach().float().repeat_interleave(c, dim=0)  # (N*c, C): each row once per label
-    labels = torch.arange(c, device=logits.device).repeat(n)
-    values = loss_values(rep, labels, name, reduction="none", **params)
-    return values.view(n, c).sum(dim=1)
+    if logits.dim() != 2:
+        raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
+    # Entry (i, j) of log_softmax is log f_j(x_i): the loss of sample i with label j, for all j
+    # at once (the same values as evaluating each label as a target, without N*c rows).
+    log_p = torch.log_softmax(logits.detach().float(), dim=1)
+    return values_of_log_prob(log_p, canonical_loss_name(loss), **params).sum(dim=1)

@@ -14,11 +14,18 @@ entry at the (noisy) label y.
 Lq is computed as ``-expm1(q * log f_y) / q`` from ``log_softmax``: exact for small q in float32
 (the naive ``(1 - p**q) / q`` is 13% off at q = 1e-6) and free of NaN gradients when f_y
 underflows to 0.
+
+``loss_and_grad`` gives the trainer a batch's mean loss together with its gradient with respect to
+the logits, without building an autograd graph for the loss: it runs the float ops of the forward
+and, in autograd's order, those of its backward, so value and gradient are bitwise the composite's,
+and a step with Lq costs within a few ops of one with CCE.
 """
 
 from __future__ import annotations
 
 import math
+import struct
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -164,6 +171,25 @@ def acs_weights(logits: torch.Tensor, targets: torch.Tensor, k: float) -> torch.
     return (log_prob_of_target(logits, targets) > math.log(k)).float()
 
 
+def values_of_log_prob(log_p: torch.Tensor, loss: str, *, q: float = 0.7, k: float = 0.5) -> torch.Tensor:
+    """Per-entry loss values from log-probabilities of any shape, e.g. log_softmax (N, C): entry
+    (i, j) is then the loss of sample i had its label been j. Truncated Lq in its truncated form.
+
+    Elementwise the same ops as the per-sample losses, so the values are bitwise theirs.
+    """
+    name = canonical_loss_name(loss)
+    if name == "cce":
+        return -log_p
+    if name == "mae":
+        return 2.0 - 2.0 * log_p.exp()
+    q = check_q(q)
+    values = lq_of_log_prob(log_p, q)
+    if name == "lq":
+        return values
+    k = check_k(k)
+    return torch.where(log_p > math.log(k), values, torch.full_like(values, lq_constant(k, q)))
+
+
 def loss_values(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -183,3 +209,170 @@ def loss_values(
     if name == "lq":
         return lq(logits, targets, q, reduction)
     return truncated_lq(logits, targets, q, k, weights, reduction)
+
+
+def _ce_rows(logits: torch.Tensor) -> torch.Tensor:
+    if logits.dim() != 2:
+        raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def _f32(x: float) -> float:
+    """x rounded to float32, as ATen rounds a Python scalar multiplying a float32 tensor."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+@torch.no_grad()
+def loss_and_grad(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    loss: str,
+    *,
+    q: float = 0.7,
+    k: float = 0.5,
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(value, grad): the batch-mean loss, as ``loss_values(..., reduction="mean")`` gives it, and
+    its gradient with respect to ``logits`` (N, C), in the logits' dtype, for
+    ``logits.backward(grad)``. ``weights`` (N,) only apply to truncated_lq.
+
+    No autograd graph is built for the loss: the forward runs the ops of the composite loss and
+    the backward replays the float ops autograd runs through it (mean, the loss's chain,
+    nll_loss, log_softmax), in autograd's order, so value and gradient are bitwise autograd's.
+    """
+    name = canonical_loss_name(loss)
+    z = _ce_rows(logits)
+    n = z.shape[0]
+    log_p = torch.log_softmax(z, dim=1)
+    rows = targets[:, None]
+    inv_n = _f32(1.0 / n)  # mean backward: 1/N in float32 (N is exact, so one rounding)
+    if name == "cce":
+        value = F.nll_loss(log_p, targets)
+        g = torch.full((n, 1), -inv_n, dtype=log_p.dtype, device=log_p.device)
+    else:
+        log_py = log_p.gather(1, rows)  # (N, 1)
+        if name == "mae":
+            f_y = log_py.exp()
+            value = (2.0 - 2.0 * f_y).mean()
+            g = f_y * _f32(_f32(-inv_n) * 2.0)  # mean, rsub, mul, exp
+        else:
+            q = check_q(q)
+            e = torch.expm1(log_py * q)
+            values = e * (-1.0 / q)
+            scale = _f32(inv_n * _f32(-1.0 / q))  # mean, then mul by -1/q
+            if name == "truncated_lq":
+                level = lq_constant(check_k(k), q)
+                if weights is None:
+                    keep = log_py > math.log(k)
+                    values = torch.where(keep, values, torch.full_like(values, level))
+                    g = torch.where(keep, scale, 0.0)
+                else:
+                    if weights.shape != targets.shape:
+                        raise ValueError(
+                            f"weights must have shape {tuple(targets.shape)} (one per sample), "
+                            f"got {tuple(weights.shape)}"
+                        )
+                    w = weights.to(values.dtype)[:, None]
+                    values = w * (values - level)
+                    g = (w * inv_n) * _f32(-1.0 / q)
+                g = g * (e + 1.0)
+            else:
+                g = (e + 1.0) * scale  # expm1 backward
+            g = g * q
+            value = values.mean()
+        # log f_y = -nll: that neg and nll_loss's own negation cancel exactly
+    grad_log_p = torch.zeros_like(log_p).scatter_(1, rows, g.expand(n, 1))
+    grad = torch._log_softmax_backward_data(grad_log_p, log_p, 1, log_p.dtype)
+    return value, grad.to(logits.dtype)
+
+
+def backward_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    loss: str,
+    *,
+    q: float = 0.7,
+    k: float = 0.5,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Backpropagate the batch-mean loss from ``logits`` (N, C), which must require grad, and
+    return its value, detached. The gradient is the composite loss's, bit for bit: CCE through
+    autograd (two fused kernels, already the cheapest), the others through loss_and_grad."""
+    if canonical_loss_name(loss) == "cce":
+        value = cce(logits, targets)
+        value.backward()
+        return value.detach()
+    value, grad = loss_and_grad(logits, targets, loss, q=q, k=k, weights=weights)
+    logits.backward(grad)
+    return value
+
+
+@torch.no_grad()
+def stacked_loss_and_grad(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    losses: Sequence[tuple[str, float, float]],
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``loss_and_grad`` for K runs at once: logits (K, B, C), targets (K, B), ``losses`` K
+    (name, q, k) triples, ``weights`` (K, B) (read for truncated_lq runs only).
+
+    Returns per-run batch-mean values (K,) and the gradient (K, B, C), each run's bitwise what
+    ``loss_and_grad`` gives for its slice: the row-wise kernels (log_softmax and its backward)
+    run once for all runs, the per-run constants are the same float32 numbers, and runs that
+    share a loss share its element-wise ops.
+    """
+    if logits.dim() != 3 or targets.shape != logits.shape[:2] or len(losses) != logits.shape[0]:
+        raise ValueError(
+            f"need logits (K, B, C), targets (K, B) and K losses, got {tuple(logits.shape)}, "
+            f"{tuple(targets.shape)} and {len(losses)}"
+        )
+    z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    n_runs, n = z.shape[:2]
+    log_p = torch.log_softmax(z, dim=2)
+    rows = targets[..., None]  # (K, B, 1)
+    log_py = log_p.gather(2, rows)
+    inv_n = _f32(1.0 / n)
+    grad_y = torch.empty_like(log_py)  # d loss / d log f_y, per run and sample
+    values: list[torch.Tensor | None] = [None] * n_runs
+    groups: dict[str, list[int]] = {}
+    for i, (name, _, _) in enumerate(losses):
+        groups.setdefault(canonical_loss_name(name), []).append(i)
+
+    def column(numbers: list[float]) -> torch.Tensor:
+        return torch.tensor(numbers, dtype=z.dtype, device=z.device)[:, None, None]
+
+    for name, idx in groups.items():
+        whole = len(idx) == n_runs
+        sel = slice(None) if whole else torch.tensor(idx, device=z.device)
+        if name == "cce":
+            grad_y[sel] = -inv_n
+            for i in idx:
+                values[i] = F.nll_loss(log_p[i], targets[i])
+            continue
+        lpy = log_py[sel]
+        if name == "mae":
+            f_y = lpy.exp()
+            vals = 2.0 - 2.0 * f_y
+            grad_y[sel] = f_y * _f32(_f32(-inv_n) * 2.0)
+        else:
+            qs = [check_q(losses[i][1]) for i in idx]
+            q_col = column(qs)
+            e = torch.expm1(lpy * q_col)
+            vals = e * column([-1.0 / q for q in qs])
+            if name == "truncated_lq":
+                if weights is None:
+                    raise ValueError("truncated_lq runs need weights (K, B)")
+                levels = column([lq_constant(check_k(losses[i][2]), q) for i, q in zip(idx, qs, strict=True)])
+                w = weights[sel][..., None].to(vals.dtype)
+                vals = w * (vals - levels)
+                g = (w * inv_n) * column([_f32(-1.0 / q) for q in qs])
+                grad_y[sel] = g * (e + 1.0) * q_col
+            else:
+                scale = column([_f32(inv_n * _f32(-1.0 / q)) for q in qs])
+                grad_y[sel] = (e + 1.0) * scale * q_col
+        for j, i in enumerate(idx):
+            values[i] = vals[j].mean()
+    grad_log_p = torch.zeros_like(log_p).scatter_(2, rows, grad_y)
+    grad = torch._log_softmax_backward_data(grad_log_p, log_p, 2, log_p.dtype)
+    return torch.stack(values), grad.to(logits.dtype)

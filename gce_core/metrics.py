@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
+
+from gce_core.bounds import loss_sum
+
+if TYPE_CHECKING:
+    from gce_core.experiment_data import ExperimentData
+    from gce_core.spec import RunSpec
 
 HIST_BINS = 20  # bins of f_y histograms over [0, 1]
 
@@ -40,18 +47,24 @@ def training_pass_metrics(
     """
     logits = logits.float()
     pred = logits.argmax(dim=1)
-    has_clean = y_clean >= 0
     f_y = torch.softmax(logits, dim=1).gather(1, y_noisy[:, None]).squeeze(1)
-    noisy_true = is_noisy & has_clean
+    has_clean = y_clean >= 0
+    hit_noisy = pred == y_noisy
+    hit_clean = pred == y_clean  # never true for open-set images (clean label -1)
+    # All four shares in one float32 division (what mean() of each mask computes) and one host
+    # transfer; 0/0 gives NaN where a share is undefined.
+    hits = torch.stack([hit_noisy, hit_clean, hit_noisy & is_noisy, hit_clean & is_noisy])
+    within = torch.stack([torch.ones_like(has_clean), has_clean, is_noisy, is_noisy & has_clean])
+    shares = (hits.sum(1, dtype=torch.float32) / within.sum(1, dtype=torch.float32)).tolist()
 
     def hist(values: torch.Tensor) -> list[int]:
         return torch.histc(values.cpu(), bins=HIST_BINS, min=0.0, max=1.0).long().tolist()
 
     return {
-        "train_acc_noisy": _share(pred == y_noisy),
-        "train_acc_clean": _share(pred[has_clean] == y_clean[has_clean]),
-        "memorised": _share(pred[is_noisy] == y_noisy[is_noisy]),
-        "flipped_to_true": _share(pred[noisy_true] == y_clean[noisy_true]),
+        "train_acc_noisy": shares[0],
+        "train_acc_clean": shares[1],
+        "memorised": shares[2],
+        "flipped_to_true": shares[3],
         "fy_hist_clean": hist(f_y[~is_noisy]),
         "fy_hist_noisy": hist(f_y[is_noisy]),
     }
@@ -67,6 +80,69 @@ def pruning_quality(weights: torch.Tensor, is_noisy: torch.Tensor) -> tuple[floa
     hits = float((pruned & is_noisy).sum())
     n_pruned, n_noisy = float(pruned.sum()), float(is_noisy.sum())
     return (hits / n_pruned if n_pruned else math.nan, hits / n_noisy if n_noisy else math.nan)
+
+
+# --- one epoch's row, as the trainers assemble it ------------------------------------------
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Share of rows of logits (N, C) whose argmax is y (N,), as a float32 0-d tensor."""
+    return (logits.argmax(1) == y).float().mean()
+
+
+def epoch_train_metrics(
+    data: ExperimentData, perm: torch.Tensor, logits_seen: torch.Tensor, loss_total: torch.Tensor
+) -> dict:
+    """Training-set metrics from the epoch's logits (N, C) in visiting order ``perm``. The metrics
+    are shares and histograms, so they are computed in that order, with the labels permuted."""
+    metrics = training_pass_metrics(
+        logits_seen, data.y_train[perm], data.y_train_clean[perm], data.is_noisy[perm]
+    )
+    return {"train_loss": float(loss_total) / data.n_train, **metrics}
+
+
+def evaluation_metrics(
+    spec: RunSpec, val_logits: torch.Tensor, y_val: torch.Tensor, test_logits: torch.Tensor,
+    y_test: torch.Tensor,
+) -> dict:
+    """val_acc, test_acc and loss_sum_mean (the loss summed over all labels, mean over the test
+    set) from the epoch's validation and test logits, with a single host transfer."""
+    sums = loss_sum(test_logits, spec.loss, **loss_params(spec))
+    values = torch.stack([accuracy(val_logits, y_val), accuracy(test_logits, y_test), sums.mean()])
+    val_acc, test_acc, loss_sum_mean = values.tolist()
+    return {"val_acc": val_acc, "test_acc": test_acc, "loss_sum_mean": loss_sum_mean}
+
+
+def epoch_row(
+    spec: RunSpec, epoch: int, train_metrics: dict, evals: dict, lr: float,
+    weights: torch.Tensor, is_noisy: torch.Tensor, seconds: float,
+) -> dict:
+    """One epoch's metrics row (keys: EPOCH_KEYS); NaN values become None."""
+    kept = precision = recall = None
+    if spec.loss == "truncated_lq":
+        kept = int(weights.sum())
+        precision, recall = pruning_quality(weights, is_noisy)
+    row = {
+        "epoch": epoch,
+        **train_metrics,
+        "val_acc": evals["val_acc"],
+        "test_acc": evals["test_acc"],
+        "lr": lr,
+        "kept": kept,
+        "prune_precision": precision,
+        "prune_recall": recall,
+        "loss_sum_mean": evals["loss_sum_mean"],
+        "seconds": seconds,
+    }
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+
+
+def loss_params(spec: RunSpec) -> dict:
+    """The loss's own parameters of a spec, as loss functions take them."""
+    if spec.loss == "lq":
+        return {"q": spec.q}
+    if spec.loss == "truncated_lq":
+        return {"q": spec.q, "k": spec.k}
+    return {}
+
 
 
 def summarize(history: Sequence[dict]) -> dict[str, float | int | None]:

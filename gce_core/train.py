@@ -4,12 +4,19 @@ supervisor and Ray.
 The whole data set lives on the run's device as tensors; a batch is an index slice, augmentation
 runs in batch on the device, and nothing in the hot loop synchronises with the host. On CUDA the
 model runs channels_last under bf16 autocast.
+
+Speed (bench/bench_trainer.py, docs/BENCHMARKS.md): per batch the loop runs the model, the loss
+with its backward (losses: Lq's gradient in closed form, bitwise autograd's), and the optimiser
+step (optim.FlatSGD: SGD's arithmetic once on a flat buffer, bitwise torch's). On the CPU a
+Flatten/Linear/ReLU model (the mlp) skips autograd altogether (chain.Chain: the same products,
+gradients written into the optimiser's buffer). Labels, ACS weights and the per-sample logits
+live in epoch order, so a batch slices them instead of gathering. The epoch's metrics and
+evaluation (inference mode) are a few dozen ops and one host transfer each.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from collections.abc import Callable
@@ -18,12 +25,19 @@ from dataclasses import dataclass, field
 import torch
 
 from gce_core import augment
-from gce_core.bounds import loss_sum
+from gce_core.chain import Chain, layer_chain
 from gce_core.checkpoint import load_checkpoint, save_checkpoint
 from gce_core.experiment_data import ExperimentData, build_experiment_data
-from gce_core.losses import acs_weights, loss_values
-from gce_core.metrics import pruning_quality, summarize, training_pass_metrics
+from gce_core.losses import acs_weights, backward_loss, loss_and_grad
+from gce_core.metrics import (
+    accuracy,
+    epoch_row,
+    epoch_train_metrics,
+    evaluation_metrics,
+    summarize,
+)
 from gce_core.models import init_seeded
+from gce_core.optim import FlatSGD
 from gce_core.spec import RunSpec, parse_spec
 
 EVAL_BATCH = 1024
@@ -55,14 +69,28 @@ class RunState:
     best_model: dict | None = None  # state_dict at the best validation epoch (truncated Lq only)
     history: list[dict] = field(default_factory=list)
     compiled: torch.nn.Module | None = None  # torch.compile'd view of model, for the training pass
+    stepper: FlatSGD | None = None  # runs the optimizer's step (flat buffers where it can)
+    chain: Chain | None = None  # autograd-free step for Flatten/Linear/ReLU models on the CPU
+    chain_grads: dict | None = None  # parameter name -> its gradient in the stepper's buffer
+
+    def __post_init__(self):
+        if self.stepper is None:
+            self.stepper = FlatSGD(self.optimizer)
+        steps = layer_chain(self.model)
+        on_cpu = all(p.device.type == "cpu" for p in self.model.parameters())
+        if self.chain is None and steps is not None and on_cpu and self.stepper.flat:
+            named = list(self.model.named_parameters())
+            self.chain = Chain(steps, dict(named))
+            self.chain_grads = self.stepper.grad_views(named)
 
     @property
     def forward_model(self) -> torch.nn.Module:
         return self.compiled if self.compiled is not None else self.model
 
 
-def _make_optimizer(spec: RunSpec, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
+def make_optimizer(spec: RunSpec, params) -> torch.optim.Optimizer:
+    """The spec's optimiser over ``params``: foreach, whose per-element arithmetic is the same
+    for a tensor alone or stacked with others (fused kernels round differently in the last bit)."""
     if spec.optimizer == "adam":
         return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True)
     return torch.optim.SGD(
@@ -70,21 +98,36 @@ def _make_optimizer(spec: RunSpec, model: torch.nn.Module) -> torch.optim.Optimi
     )
 
 
-def new_state(spec: RunSpec, data: ExperimentData, device: torch.device) -> RunState:
+def make_scheduler(spec: RunSpec, optimizer: torch.optim.Optimizer):
+    return torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(spec.lr_milestones), gamma=spec.lr_gamma
+    )
+
+
+def data_generator(spec: RunSpec) -> torch.Generator:
+    """The CPU generator of a run's data order and augmentation draws."""
+    return torch.Generator().manual_seed(spec.seed + 1)
+
+
+def new_model(spec: RunSpec, data: ExperimentData, device: torch.device) -> torch.nn.Module:
+    """The run's seeded initial model on ``device`` (channels_last on CUDA)."""
     model = init_seeded(spec.model, tuple(data.x_train.shape[1:]), data.num_classes, spec.seed)
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = _make_optimizer(spec, model)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(spec.lr_milestones), gamma=spec.lr_gamma
-    )
-    generator = torch.Generator().manual_seed(spec.seed + 1)
+    return model
+
+
+def new_state(spec: RunSpec, data: ExperimentData, device: torch.device) -> RunState:
+    model = new_model(spec, data, device)
+    optimizer = make_optimizer(spec, model.parameters())
+    scheduler = make_scheduler(spec, optimizer)
     weights = torch.ones(data.n_train, device=device)
-    return RunState(model, optimizer, scheduler, generator, weights)
+    return RunState(model, optimizer, scheduler, data_generator(spec), weights)
 
 
-def _checkpoint_dict(spec: RunSpec, st: RunState) -> dict:
+def checkpoint_state(spec: RunSpec, st: RunState) -> dict:
+    """What a checkpoint holds for a run (see checkpoint.py); train() resumes from it exactly."""
     return {
         "spec": spec.to_json(),
         "epoch": st.epoch,
@@ -99,18 +142,36 @@ def _checkpoint_dict(spec: RunSpec, st: RunState) -> dict:
     }
 
 
-def _restore(st: RunState, saved: dict, device: torch.device) -> None:
+def restore_state(st: RunState, saved: dict, device: torch.device) -> None:
+    """Load a checkpoint written by :func:`checkpoint_state` into a fresh state of the same spec."""
     st.model.load_state_dict(saved["model"])
     st.optimizer.load_state_dict(saved["optimizer"])
     st.scheduler.load_state_dict(saved["scheduler"])
+    st.stepper.resync()
     st.generator.set_state(saved["generator"])
     st.weights = saved["weights"].to(device)
     st.epoch, st.best_val = saved["epoch"], saved["best_val"]
     st.best_model, st.history = saved["best_model"], list(saved["history"])
 
 
-def _autocast(device: torch.device):
+_checkpoint_dict, _restore = checkpoint_state, restore_state  # earlier private names
+
+
+def device_autocast(device: torch.device):
+    """bf16 autocast on CUDA, a no-op context elsewhere."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _forward_eval(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Logits (N, C) float32 of x, model already in eval mode, grad off."""
+    if x.shape[0] == 0:
+        return torch.empty(0)
+    with device_autocast(device):
+        if x.shape[0] <= EVAL_BATCH:
+            return model(x).float()
+        return torch.cat(
+            [model(x[s : s + EVAL_BATCH]).float() for s in range(0, x.shape[0], EVAL_BATCH)]
+        )
 
 
 @torch.no_grad()
@@ -118,18 +179,16 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, device: torch.device
     """Logits (N, C) in float32 for images x (N, C, H, W), in eval mode, batch by batch."""
     was_training = model.training
     model.eval()
-    out = []
-    with _autocast(device):
-        for start in range(0, x.shape[0], EVAL_BATCH):
-            out.append(model(x[start : start + EVAL_BATCH]).float())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    try:
+        return _forward_eval(model, x, device)
+    finally:
+        model.train(was_training)
 
 
 def evaluate(model, x, y, device) -> tuple[float, torch.Tensor]:
     """(accuracy, logits) of the model on (x, y)."""
     logits = predict_logits(model, x, device)
-    return float((logits.argmax(1) == y).float().mean()), logits
+    return float(accuracy(logits, y)), logits
 
 
 def acs_step(spec: RunSpec, st: RunState, data: ExperimentData, device: torch.device) -> None:
@@ -152,6 +211,46 @@ def is_prune_epoch(spec: RunSpec, epoch: int) -> bool:
     )
 
 
+@dataclass
+class EpochPlan:
+    """One epoch's data order and draws, with per-sample arrays already in that order, so a
+    batch is a slice of each (index, labels, weights, augmentation) and needs no gather."""
+
+    perm: torch.Tensor  # (N,) training indices in visiting order, on the device
+    y: torch.Tensor  # (N,) noisy labels in visiting order
+    weights: torch.Tensor | None  # (N,) ACS weights in visiting order (truncated Lq only)
+    offsets: torch.Tensor | None  # (N, 2) crop offsets (augment only)
+    flips: torch.Tensor | None  # (N,) flip flags (augment only)
+
+
+def plan_epoch(
+    spec: RunSpec, data: ExperimentData, generator: torch.Generator, weights: torch.Tensor,
+    device: torch.device,
+) -> EpochPlan:
+    """Draw the epoch's order (and augmentation) from ``generator``, in the trainer's fixed order."""
+    n = data.n_train
+    perm = torch.randperm(n, generator=generator)
+    offsets = flips = None
+    if spec.augment:
+        offsets, flips = augment.draw_epoch_params(n, generator)
+        offsets, flips = offsets[perm].to(device), flips[perm].to(device)
+    perm = perm.to(device)
+    w = weights[perm] if spec.loss == "truncated_lq" else None
+    return EpochPlan(perm, data.y_train[perm], w, offsets, flips)
+
+
+def batch_images(
+    spec: RunSpec, data: ExperimentData, plan: EpochPlan, sl: slice, device: torch.device
+) -> torch.Tensor:
+    """The (augmented) images of the batch at slice ``sl`` of the epoch."""
+    xb = data.x_train[plan.perm[sl]]
+    if spec.augment:
+        xb = augment.crop_and_flip(xb, plan.offsets[sl], plan.flips[sl])
+    if device.type == "cuda":
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    return xb
+
+
 def train_one_epoch(
     spec: RunSpec,
     st: RunState,
@@ -161,68 +260,103 @@ def train_one_epoch(
 ) -> dict | None:
     """One pass over the training set. Returns the training-set metrics, or None if
     ``should_stop`` asked to stop at a batch boundary (the epoch is then discarded)."""
-    n = data.n_train
-    perm = torch.randperm(n, generator=st.generator)
-    if spec.augment:
-        offsets, flips = augment.draw_epoch_params(n, st.generator)
-        offsets, flips = offsets[perm].to(device), flips[perm].to(device)
-    perm = perm.to(device)
-    logits_seen = torch.empty(n, data.num_classes, device=device)
+    n, bs = data.n_train, spec.batch_size
+    plan = plan_epoch(spec, data, st.generator, st.weights, device)
+    logits_seen = torch.empty(n, data.num_classes, device=device)  # in visiting order
     loss_total = torch.zeros((), device=device)
-    model, opt = st.forward_model, st.optimizer
+    model, opt = st.forward_model, st.stepper
+    loss_kw = {"q": spec.q, "k": spec.k}
     model.train()
-    for start in range(0, n, spec.batch_size):
+    for start in range(0, n, bs):
         if should_stop is not None and should_stop():
             return None
-        idx = perm[start : start + spec.batch_size]
-        xb = data.x_train[idx]
-        if spec.augment:
-            sl = slice(start, start + spec.batch_size)
-            xb = augment.crop_and_flip(xb, offsets[sl], flips[sl])
-        if device.type == "cuda":
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        with _autocast(device):
-            logits = model(xb)
-        weights = st.weights[idx] if spec.loss == "truncated_lq" else None
-        loss = loss_values(logits, data.y_train[idx], spec.loss, q=spec.q, k=spec.k, weights=weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        sl = slice(start, start + bs)
+        xb = batch_images(spec, data, plan, sl, device)
+        weights = plan.weights[sl] if plan.weights is not None else None
+        if st.chain is not None:
+            logits, tape = st.chain.forward(xb)
+            loss, dlogits = loss_and_grad(logits, plan.y[sl], spec.loss, weights=weights, **loss_kw)
+            st.chain.backward(tape, dlogits, st.chain_grads)
+        else:
+            with device_autocast(device):
+                logits = model(xb)
+            opt.zero_grad()
+            loss = backward_loss(logits, plan.y[sl], spec.loss, weights=weights, **loss_kw)
         opt.step()
-        logits_seen[idx] = logits.detach().float()
-        loss_total += loss.detach() * idx.shape[0]
-    metrics = training_pass_metrics(logits_seen, data.y_train, data.y_train_clean, data.is_noisy)
-    return {"train_loss": float(loss_total) / n, **metrics}
+        logits_seen[sl] = logits.detach()
+        loss_total += loss * xb.shape[0]
+    return epoch_train_metrics(data, plan.perm, logits_seen, loss_total)
+
+
+@torch.inference_mode()
+def _evaluate_epoch(spec: RunSpec, st: RunState, data: ExperimentData, device) -> dict:
+    model = st.model
+    model.eval()
+    val_logits = _forward_eval(model, data.x_val, device)
+    test_logits = _forward_eval(model, data.x_test, device)
+    model.train()
+    return evaluation_metrics(spec, val_logits, data.y_val, test_logits, data.y_test)
 
 
 def _epoch_row(spec, st, data, device, train_metrics, lr, started) -> dict:
-    val_acc, _ = evaluate(st.model, data.x_val, data.y_val, device)
-    test_acc, test_logits = evaluate(st.model, data.x_test, data.y_test, device)
-    sums = loss_sum(test_logits, spec.loss, **_loss_params(spec))
-    kept = precision = recall = None
-    if spec.loss == "truncated_lq":
-        kept = int(st.weights.sum())
-        precision, recall = pruning_quality(st.weights, data.is_noisy)
-    row = {
-        "epoch": st.epoch + 1,
-        **train_metrics,
-        "val_acc": val_acc,
-        "test_acc": test_acc,
-        "lr": lr,
-        "kept": kept,
-        "prune_precision": precision,
-        "prune_recall": recall,
-        "loss_sum_mean": float(sums.mean()),
-        "seconds": time.perf_counter() - started,
+    evals = _evaluate_epoch(spec, st, data, device)
+    seconds = time.perf_counter() - started
+    return epoch_row(spec, st.epoch + 1, train_metrics, evals, lr, st.weights, data.is_noisy, seconds)
+
+
+def record_epoch(spec: RunSpec, st: RunState, row: dict) -> None:
+    """Book an epoch's row into the state: epoch count, history, best validation (and, for
+    truncated Lq, the best model that the next w-step uses)."""
+    st.epoch = row["epoch"]
+    st.history.append(row)
+    if row["val_acc"] > st.best_val:
+        st.best_val = row["val_acc"]
+        if spec.loss == "truncated_lq":
+            st.best_model = {k: v.detach().clone() for k, v in st.model.state_dict().items()}
+
+
+def run_epochs(
+    spec: RunSpec,
+    st: RunState,
+    data: ExperimentData,
+    device: torch.device,
+    until_epoch: int,
+    on_epoch: EpochCallback | None = None,
+    should_stop: StopCheck | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+) -> bool:
+    """Train from st.epoch up to ``until_epoch`` (reporting and checkpointing every epoch).
+    Returns True if ``should_stop`` stopped it."""
+    while st.epoch < until_epoch:
+        started = time.perf_counter()
+        if is_prune_epoch(spec, st.epoch + 1):
+            acs_step(spec, st, data, device)
+        lr = st.optimizer.param_groups[0]["lr"]
+        train_metrics = train_one_epoch(spec, st, data, device, should_stop)
+        if train_metrics is None:
+            return True
+        st.scheduler.step()
+        row = _epoch_row(spec, st, data, device, train_metrics, lr, started)
+        record_epoch(spec, st, row)
+        # Report first, then checkpoint: a consumer never lacks an epoch the checkpoint holds;
+        # after a crash in between, the resumed run re-delivers that epoch (dedupe by epoch).
+        if on_epoch is not None:
+            on_epoch(row)
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, checkpoint_state(spec, st))
+    return False
+
+
+def run_summary(spec: RunSpec, st: RunState, data: ExperimentData, device, stopped: bool) -> dict:
+    """The summary train() returns: metrics.summarize of the history plus run facts."""
+    return {
+        **summarize(st.history),
+        "epochs_completed": st.epoch,
+        "stopped": stopped,
+        "device": str(device),
+        "realised_noise_rate": data.realised_rate,
+        "loss_formula": spec.loss_formula,
     }
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-
-
-def _loss_params(spec: RunSpec) -> dict:
-    if spec.loss == "lq":
-        return {"q": spec.q}
-    if spec.loss == "truncated_lq":
-        return {"q": spec.q, "k": spec.k}
-    return {}
 
 
 def train(
@@ -248,39 +382,8 @@ def train(
     if checkpoint_dir is not None:
         saved = load_checkpoint(checkpoint_dir, spec.to_json())
         if saved is not None:
-            _restore(st, saved, device)
+            restore_state(st, saved, device)
     if spec.compile and device.type == "cuda":
         st.compiled = torch.compile(st.model)
-    stopped = False
-    while st.epoch < spec.epochs:
-        started = time.perf_counter()
-        epoch = st.epoch + 1
-        if is_prune_epoch(spec, epoch):
-            acs_step(spec, st, data, device)
-        lr = st.optimizer.param_groups[0]["lr"]
-        train_metrics = train_one_epoch(spec, st, data, device, should_stop)
-        if train_metrics is None:
-            stopped = True
-            break
-        st.scheduler.step()
-        row = _epoch_row(spec, st, data, device, train_metrics, lr, started)
-        st.epoch = epoch
-        st.history.append(row)
-        if row["val_acc"] > st.best_val:
-            st.best_val = row["val_acc"]
-            if spec.loss == "truncated_lq":
-                st.best_model = {k: v.detach().clone() for k, v in st.model.state_dict().items()}
-        # Report first, then checkpoint: a consumer never lacks an epoch the checkpoint holds;
-        # after a crash in between, the resumed run re-delivers that epoch (dedupe by epoch).
-        if on_epoch is not None:
-            on_epoch(row)
-        if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, _checkpoint_dict(spec, st))
-    return {
-        **summarize(st.history),
-        "epochs_completed": st.epoch,
-        "stopped": stopped,
-        "device": str(device),
-        "realised_noise_rate": data.realised_rate,
-        "loss_formula": spec.loss_formula,
-    }
+    stopped = run_epochs(spec, st, data, device, spec.epochs, on_epoch, should_stop, checkpoint_dir)
+    return run_summary(spec, st, data, device, stopped)

@@ -9,10 +9,12 @@ from gce_core.losses import (
     acs_weights,
     canonical_loss_name,
     cce,
+    loss_and_grad,
     loss_values,
     lq,
     lq_constant,
     mae,
+    stacked_loss_and_grad,
     truncated_lq,
 )
 
@@ -153,3 +155,33 @@ def test_bf16_logits_are_computed_in_float32(batch):
     a = lq(logits.bfloat16(), targets, 0.7)
     assert a.dtype == torch.float32
     assert a.item() == pytest.approx(lq(logits.bfloat16().float(), targets, 0.7).item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cce", "mae", "lq", "truncated_lq"])
+@pytest.mark.parametrize("n", [64, 13])
+def test_loss_and_grad_is_bitwise_autograd(name, n):
+    g = torch.Generator().manual_seed(n)
+    logits = torch.randn(n, 10, generator=g) * 5
+    logits[0] = torch.tensor([1e4] + [-1e4] * 9)  # f_y underflows where y != 0
+    targets = torch.randint(0, 10, (n,), generator=g)
+    weights = (torch.rand(n, generator=g) > 0.3).float() if name == "truncated_lq" else None
+    leaf = logits.clone().requires_grad_(True)
+    value = loss_values(leaf, targets, name, q=0.3, k=0.4, weights=weights)
+    value.backward()
+    got_value, got_grad = loss_and_grad(logits, targets, name, q=0.3, k=0.4, weights=weights)
+    assert torch.equal(got_value, value.detach())
+    assert torch.equal(got_grad, leaf.grad)
+
+
+def test_stacked_loss_and_grad_is_each_runs_own():
+    g = torch.Generator().manual_seed(3)
+    runs = [("cce", 0.7, 0.5), ("lq", 0.7, 0.5), ("lq", 0.2, 0.5), ("mae", 0.7, 0.5),
+            ("truncated_lq", 0.7, 0.5)]  # fmt: skip
+    logits = torch.randn(len(runs), 32, 10, generator=g) * 3
+    targets = torch.randint(0, 10, (len(runs), 32), generator=g)
+    weights = (torch.rand(len(runs), 32, generator=g) > 0.3).float()
+    values, grads = stacked_loss_and_grad(logits, targets, runs, weights)
+    for i, (name, q, k) in enumerate(runs):
+        w = weights[i] if name == "truncated_lq" else None
+        value, grad = loss_and_grad(logits[i], targets[i], name, q=q, k=k, weights=w)
+        assert torch.equal(values[i], value) and torch.equal(grads[i], grad)

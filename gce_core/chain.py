@@ -1,0 +1,105 @@
+"""Flatten / Linear / ReLU chains (the lab's ``mlp``) stepped without autograd, on the CPU.
+
+For such a model a training step is a dozen matrix products and as many element-wise ops, and
+on a CPU autograd's graph bookkeeping costs a sizeable share of them. ``Chain`` runs the forward
+keeping what the backward needs, and the backward as the very products autograd runs for
+``F.linear`` and ``relu`` (grad_W = g^T h, grad_h = g W, grad_b = sum of g over the batch,
+relu's ``threshold_backward``), writing each gradient straight into the optimiser's flat
+buffer: gradients are bitwise autograd's (tests/test_train.py compares the two paths).
+
+The same code steps one model, tensors (B, features), or K stacked models, tensors
+(K, B, features) with weights (K, out, in) (gce_core.fused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from gce_core.models import MLP
+
+Steps = list[tuple[str, str]]  # ("flatten" | "linear" | "relu", parameter prefix)
+
+
+def layer_chain(model: nn.Module) -> Steps | None:
+    """The model as a list of steps, or None if it is not a plain Flatten / Linear / ReLU chain
+    (the lab's MLP, or an nn.Sequential of those layers)."""
+    if isinstance(model, MLP):
+        seq, prefix = model.net, "net."
+    elif type(model) is nn.Sequential:
+        seq, prefix = model, ""
+    else:
+        return None
+    steps: Steps = []
+    for name, layer in seq.named_children():
+        if type(layer) is nn.Flatten and layer.start_dim == 1 and layer.end_dim == -1:
+            steps.append(("flatten", prefix + name))
+        elif type(layer) is nn.Linear:
+            steps.append(("linear", prefix + name))
+        elif type(layer) is nn.ReLU:
+            steps.append(("relu", prefix + name))
+        else:
+            return None
+    return steps
+
+
+class Chain:
+    """Forward and closed-form backward of a layer chain over ``params`` (name -> tensor, the
+    model's parameter names; (out, in) weights for one model, (K, out, in) for K stacked)."""
+
+    def __init__(self, steps: Steps, params: Mapping[str, torch.Tensor]):
+        self.steps = steps
+        self.params = params
+        linear = [i for i, (kind, _) in enumerate(steps) if kind == "linear"]
+        if not linear:
+            raise ValueError("a chain needs at least one Linear layer")
+        self.stacked = params[steps[linear[0]][1] + ".weight"].dim() == 3
+        self._first_linear = linear[0]  # no gradient is needed below it (the input's)
+
+    def _p(self, name: str) -> torch.Tensor | None:
+        p = self.params.get(name)
+        return None if p is None else p.detach()
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, keep: bool = True):
+        """Logits of x ((B, ...) or (K, B, ...)); with ``keep``, also the tape for backward."""
+        h, tape = x, []
+        for kind, name in self.steps:
+            if kind == "flatten":
+                h = h.flatten(2 if self.stacked else 1)
+            elif kind == "relu":
+                h = torch.relu(h)
+                tape.append(h)
+            else:
+                if keep:
+                    tape.append(h)
+                w, b = self._p(name + ".weight"), self._p(name + ".bias")
+                if self.stacked:
+                    h = torch.bmm(h, w.transpose(1, 2)) if b is None else torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
+                else:
+                    h = torch.mm(h, w.t()) if b is None else torch.addmm(b, h, w.t())
+        return (h, tape) if keep else h
+
+    @torch.no_grad()
+    def backward(self, tape: list, grad: torch.Tensor, grads: Mapping[str, torch.Tensor]) -> None:
+        """Write d loss / d parameter into ``grads`` (name -> tensor shaped like the parameter)
+        from grad = d loss / d logits."""
+        tape = list(tape)
+        batch_dim = 1 if self.stacked else 0
+        for i in range(len(self.steps) - 1, -1, -1):
+            kind, name = self.steps[i]
+            if kind == "flatten":
+                continue
+            if kind == "relu":
+                grad = torch.ops.aten.threshold_backward(grad, tape.pop(), 0)
+                continue
+            h = tape.pop()
+            w = self._p(name + ".weight")
+            g_t = grad.transpose(-1, -2)
+            torch.bmm(g_t, h, out=grads[name + ".weight"]) if self.stacked else torch.mm(g_t, h, out=grads[name + ".weight"])
+            if name + ".bias" in grads:
+                torch.sum(grad, batch_dim, out=grads[name + ".bias"])
+            if i > self._first_linear:
+                grad = torch.bmm(grad, w) if self.stacked else torch.mm(grad, w)

@@ -1,0 +1,74 @@
+"""FlatSGD: torch SGD's arithmetic on one flat buffer, bitwise, in torch's own state format."""
+
+import pytest
+import torch
+
+from gce_core.models import init_seeded
+from gce_core.optim import FlatSGD
+
+
+def make(opt_cls=torch.optim.SGD, **kw):
+    model = init_seeded("mlp", (1, 8, 8), 10, seed=0)
+    opt = opt_cls(model.parameters(), lr=0.05, weight_decay=1e-3, foreach=True, **kw)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[3], gamma=0.1)
+    return model, opt, sched
+
+
+def random_grads(model, step):
+    g = torch.Generator().manual_seed(step)
+    return [torch.randn(p.shape, generator=g) for p in model.parameters()]
+
+
+def run(model, opt, sched, stepper, steps, start=0):
+    for step in range(start, start + steps):
+        if stepper is None:
+            opt.zero_grad(set_to_none=True)
+        else:
+            stepper.zero_grad()
+        for p, g in zip(model.parameters(), random_grads(model, step), strict=True):
+            if p.grad is None:
+                p.grad = g
+            else:
+                p.grad.copy_(g)
+        (stepper or opt).step()
+        sched.step()
+
+
+def test_flat_steps_are_bitwise_torch_sgd_with_momentum_and_schedule():
+    ref_model, ref_opt, ref_sched = make(momentum=0.9)
+    model, opt, sched = make(momentum=0.9)
+    stepper = FlatSGD(opt)
+    assert stepper.flat
+    run(ref_model, ref_opt, ref_sched, None, 6)
+    run(model, opt, sched, stepper, 6)
+    for a, b in zip(ref_model.parameters(), model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert opt.param_groups[0]["lr"] == ref_opt.param_groups[0]["lr"] == pytest.approx(0.005)
+    ref_state, state = ref_opt.state_dict(), opt.state_dict()  # torch's format, same buffers
+    assert ref_state["state"].keys() == state["state"].keys()
+    for i, s in ref_state["state"].items():
+        assert torch.equal(s["momentum_buffer"], state["state"][i]["momentum_buffer"])
+
+
+def test_resume_from_a_state_dict_continues_bitwise():
+    ref_model, ref_opt, ref_sched = make(momentum=0.9)
+    run(ref_model, ref_opt, ref_sched, None, 5)
+    model, opt, sched = make(momentum=0.9)
+    run(model, opt, sched, FlatSGD(opt), 2)
+    saved = (model.state_dict(), opt.state_dict(), sched.state_dict())
+    model2, opt2, sched2 = make(momentum=0.9)
+    stepper2 = FlatSGD(opt2)
+    model2.load_state_dict(saved[0])
+    opt2.load_state_dict(saved[1])
+    sched2.load_state_dict(saved[2])
+    stepper2.resync()
+    run(model2, opt2, sched2, stepper2, 3, start=2)
+    for a, b in zip(ref_model.parameters(), model2.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_adam_and_nesterov_fall_back_to_torch():
+    _, adam, _ = make(torch.optim.Adam)
+    assert not FlatSGD(adam).flat
+    _, nesterov, _ = make(momentum=0.9, nesterov=True)
+    assert not FlatSGD(nesterov).flat
