@@ -13,7 +13,9 @@ The torch optimiser stays the source of truth: hyper-parameters are read from it
 views into the flat buffer, so ``state_dict()`` and checkpoints are torch's own format. Anything
 the flat path does not reproduce (Adam, several parameter groups, nesterov, maximize, mixed
 dtypes or devices, non-contiguous parameters such as channels_last conv weights) falls back to
-``optimizer.step()``.
+``optimizer.step()``. One difference: torch skips a parameter whose ``.grad`` is None, while the
+flat step treats its gradient as zero (weight decay and momentum still apply); every parameter of
+the lab's models gets a gradient at every step.
 """
 
 from __future__ import annotations
