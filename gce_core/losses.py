@@ -80,12 +80,26 @@ def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
     raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
 
 
-def log_prob_of_target(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log f_y for each sample: logits (N, C), targets (N,) -> (N,), computed in float32 or wider."""
+def _float_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits (autocast output) upcast to float32; wider dtypes kept."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def _logit_rows(logits: torch.Tensor) -> torch.Tensor:
+    """Logits checked to be (N, C), then upcast like ``_float_logits``."""
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
+    return _float_logits(logits)
+
+
+def _truncated(values: torch.Tensor, log_p: torch.Tensor, q: float, k: float) -> torch.Tensor:
+    """Lq ``values`` with every entry where f_y <= k replaced by the constant Lq(k)."""
+    return torch.where(log_p > math.log(k), values, torch.full_like(values, lq_constant(k, q)))
+
+
+def log_prob_of_target(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log f_y for each sample: logits (N, C), targets (N,) -> (N,), computed in float32 or wider."""
+    logits = _logit_rows(logits)
     # cross_entropy is one fused, numerically stable kernel for -log_softmax gathered at y.
     return -F.cross_entropy(logits, targets, reduction="none")
 
@@ -104,9 +118,7 @@ def cce(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") ->
     """Categorical cross entropy -log f_y. logits (N, C), targets (N,) int64."""
     if reduction not in REDUCTIONS:
         _reduce(logits, reduction)  # raises the uniform message
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    return F.cross_entropy(logits, targets, reduction=reduction)
+    return F.cross_entropy(_float_logits(logits), targets, reduction=reduction)
 
 
 def mae(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -148,16 +160,15 @@ def truncated_lq(
     q, k = check_q(q), check_k(k)
     log_p = log_prob_of_target(logits, targets)
     values = lq_of_log_prob(log_p, q)
-    level = lq_constant(k, q)
     if weights is None:
-        values = torch.where(log_p > math.log(k), values, torch.full_like(values, level))
+        values = _truncated(values, log_p, q, k)
     else:
         if weights.shape != values.shape:
             raise ValueError(
                 f"weights must have shape {tuple(values.shape)} (one per sample), "
                 f"got {tuple(weights.shape)}"
             )
-        values = weights.to(values.dtype) * (values - level)
+        values = weights.to(values.dtype) * (values - lq_constant(k, q))
     return _reduce(values, reduction)
 
 
@@ -186,8 +197,7 @@ def values_of_log_prob(log_p: torch.Tensor, loss: str, *, q: float = 0.7, k: flo
     values = lq_of_log_prob(log_p, q)
     if name == "lq":
         return values
-    k = check_k(k)
-    return torch.where(log_p > math.log(k), values, torch.full_like(values, lq_constant(k, q)))
+    return _truncated(values, log_p, q, check_k(k))
 
 
 def loss_values(
@@ -209,12 +219,6 @@ def loss_values(
     if name == "lq":
         return lq(logits, targets, q, reduction)
     return truncated_lq(logits, targets, q, k, weights, reduction)
-
-
-def _ce_rows(logits: torch.Tensor) -> torch.Tensor:
-    if logits.dim() != 2:
-        raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
-    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 def _f32(x: float) -> float:
@@ -241,7 +245,7 @@ def loss_and_grad(
     nll_loss, log_softmax), in autograd's order, so value and gradient are bitwise autograd's.
     """
     name = canonical_loss_name(loss)
-    z = _ce_rows(logits)
+    z = _logit_rows(logits)
     n = z.shape[0]
     log_p = torch.log_softmax(z, dim=1)
     rows = targets[:, None]
@@ -327,7 +331,7 @@ def stacked_loss_and_grad(
             f"need logits (K, B, C), targets (K, B) and K losses, got {tuple(logits.shape)}, "
             f"{tuple(targets.shape)} and {len(losses)}"
         )
-    z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    z = _float_logits(logits)
     n_runs, n = z.shape[:2]
     log_p = torch.log_softmax(z, dim=2)
     rows = targets[..., None]  # (K, B, 1)
