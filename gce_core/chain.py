@@ -47,7 +47,11 @@ def layer_chain(model: nn.Module) -> Steps | None:
 
 class Chain:
     """Forward and closed-form backward of a layer chain over ``params`` (name -> tensor, the
-    model's parameter names; (out, in) weights for one model, (K, out, in) for K stacked)."""
+    model's parameter names; (out, in) weights for one model, (K, out, in) for K stacked).
+
+    The parameters are looked up once, here: the chain keeps (detached) views of them, so they
+    must keep their storage (in-place updates such as an optimiser step or ``load_state_dict``
+    are fine; re-pointing ``p.data`` after this is not)."""
 
     def __init__(self, steps: Steps, params: Mapping[str, torch.Tensor]):
         self.steps = steps
@@ -57,6 +61,13 @@ class Chain:
             raise ValueError("a chain needs at least one Linear layer")
         self.stacked = params[steps[linear[0]][1] + ".weight"].dim() == 3
         self._first_linear = linear[0]  # no gradient is needed below it (the input's)
+        # (kind, name, weight, bias, weight transposed for the forward product) per step
+        self._program = []
+        for kind, name in steps:
+            w, b = self._p(name + ".weight"), self._p(name + ".bias")
+            w_t = None if w is None else w.transpose(-1, -2)
+            bias = b if b is None or not self.stacked else b[:, None, :]
+            self._program.append((kind, name, w, bias, w_t))
 
     def _p(self, name: str) -> torch.Tensor | None:
         p = self.params.get(name)
@@ -66,20 +77,20 @@ class Chain:
     def forward(self, x: torch.Tensor, keep: bool = True):
         """Logits of x ((B, ...) or (K, B, ...)); with ``keep``, also the tape for backward."""
         h, tape = x, []
-        for kind, name in self.steps:
+        owned = False  # h is this call's own product, free to overwrite (ReLU in place)
+        mm, addmm = (torch.bmm, torch.baddbmm) if self.stacked else (torch.mm, torch.addmm)
+        for kind, _name, _w, b, w_t in self._program:
             if kind == "flatten":
                 h = h.flatten(2 if self.stacked else 1)
             elif kind == "relu":
-                h = torch.relu(h)
+                h = h.relu_() if owned else torch.relu(h)
+                owned = True
                 tape.append(h)
             else:
                 if keep:
                     tape.append(h)
-                w, b = self._p(name + ".weight"), self._p(name + ".bias")
-                if self.stacked:
-                    h = torch.bmm(h, w.transpose(1, 2)) if b is None else torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
-                else:
-                    h = torch.mm(h, w.t()) if b is None else torch.addmm(b, h, w.t())
+                h = mm(h, w_t) if b is None else addmm(b, h, w_t)
+                owned = True
         return (h, tape) if keep else h
 
     @torch.no_grad()
@@ -88,18 +99,18 @@ class Chain:
         from grad = d loss / d logits."""
         tape = list(tape)
         batch_dim = 1 if self.stacked else 0
-        for i in range(len(self.steps) - 1, -1, -1):
-            kind, name = self.steps[i]
+        mm = torch.bmm if self.stacked else torch.mm
+        for i in range(len(self._program) - 1, -1, -1):
+            kind, name, w, _b, _w_t = self._program[i]
             if kind == "flatten":
                 continue
             if kind == "relu":
                 grad = torch.ops.aten.threshold_backward(grad, tape.pop(), 0)
                 continue
             h = tape.pop()
-            w = self._p(name + ".weight")
-            g_t = grad.transpose(-1, -2)
-            torch.bmm(g_t, h, out=grads[name + ".weight"]) if self.stacked else torch.mm(g_t, h, out=grads[name + ".weight"])
-            if name + ".bias" in grads:
-                torch.sum(grad, batch_dim, out=grads[name + ".bias"])
+            mm(grad.transpose(-1, -2), h, out=grads[name + ".weight"])
+            bias_grad = grads.get(name + ".bias")
+            if bias_grad is not None:
+                torch.sum(grad, batch_dim, out=bias_grad)
             if i > self._first_linear:
-                grad = torch.bmm(grad, w) if self.stacked else torch.mm(grad, w)
+                grad = mm(grad, w)

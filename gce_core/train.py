@@ -9,7 +9,8 @@ Speed (bench/bench_trainer.py, docs/BENCHMARKS.md): per batch the loop runs the 
 with its backward (losses: Lq's gradient in closed form, bitwise autograd's), and the optimiser
 step (optim.FlatSGD: SGD's arithmetic once on a flat buffer, bitwise torch's). On the CPU a
 Flatten/Linear/ReLU model (the mlp) skips autograd altogether (chain.Chain: the same products,
-gradients written into the optimiser's buffer). Labels, ACS weights and the per-sample logits
+gradients written into the optimiser's buffer; evaluation runs the same chain). Labels, ACS
+weights, the per-sample logits and (for a training set up to PREPERMUTE_MAX_BYTES) the images
 live in epoch order, so a batch slices them instead of gathering. The epoch's metrics and
 evaluation (inference mode) are a few dozen ops and one host transfer each.
 """
@@ -41,6 +42,9 @@ from gce_core.optim import FlatSGD
 from gce_core.spec import RunSpec, parse_spec
 
 EVAL_BATCH = 1024
+# A training set up to this size is laid out in each epoch's order once (one gather), so that a
+# batch is a view; larger ones are gathered batch by batch (no second copy of, say, CIFAR).
+PREPERMUTE_MAX_BYTES = 64 * 2**20
 EpochCallback = Callable[[dict], None]
 StopCheck = Callable[[], bool]
 
@@ -162,8 +166,8 @@ def device_autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def _forward_eval(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Logits (N, C) float32 of x, model already in eval mode, grad off."""
+def _forward_eval(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Logits (N, C) float32 of x, model already in eval mode (or a Chain's forward), grad off."""
     if x.shape[0] == 0:
         return torch.empty(0)
     with device_autocast(device):
@@ -221,6 +225,7 @@ class EpochPlan:
     weights: torch.Tensor | None  # (N,) ACS weights in visiting order (truncated Lq only)
     offsets: torch.Tensor | None  # (N, 2) crop offsets (augment only)
     flips: torch.Tensor | None  # (N,) flip flags (augment only)
+    x: torch.Tensor | None = None  # (N, ...) the images in visiting order (small sets only)
 
 
 def plan_epoch(
@@ -236,14 +241,17 @@ def plan_epoch(
         offsets, flips = offsets[perm].to(device), flips[perm].to(device)
     perm = perm.to(device)
     w = weights[perm] if spec.loss == "truncated_lq" else None
-    return EpochPlan(perm, data.y_train[perm], w, offsets, flips)
+    x = None
+    if data.x_train.numel() * data.x_train.element_size() <= PREPERMUTE_MAX_BYTES:
+        x = data.x_train[perm]
+    return EpochPlan(perm, data.y_train[perm], w, offsets, flips, x)
 
 
 def batch_images(
     spec: RunSpec, data: ExperimentData, plan: EpochPlan, sl: slice, device: torch.device
 ) -> torch.Tensor:
     """The (augmented) images of the batch at slice ``sl`` of the epoch."""
-    xb = data.x_train[plan.perm[sl]]
+    xb = plan.x[sl] if plan.x is not None else data.x_train[plan.perm[sl]]
     if spec.augment:
         xb = augment.crop_and_flip(xb, plan.offsets[sl], plan.flips[sl])
     if device.type == "cuda":
@@ -284,7 +292,7 @@ def train_one_epoch(
             loss = backward_loss(logits, plan.y[sl], spec.loss, weights=weights, **loss_kw)
         opt.step()
         logits_seen[sl] = logits.detach()
-        loss_total += loss * xb.shape[0]
+        loss_total.add_(loss, alpha=xb.shape[0])
     return epoch_train_metrics(data, plan.perm, logits_seen, loss_total)
 
 
@@ -292,8 +300,10 @@ def train_one_epoch(
 def _evaluate_epoch(spec: RunSpec, st: RunState, data: ExperimentData, device) -> dict:
     model = st.model
     model.eval()
-    val_logits = _forward_eval(model, data.x_val, device)
-    test_logits = _forward_eval(model, data.x_test, device)
+    # A chain model's forward without nn.Module's call machinery: the same products, bitwise.
+    net = model if st.chain is None else (lambda x: st.chain.forward(x, keep=False))
+    val_logits = _forward_eval(net, data.x_val, device)
+    test_logits = _forward_eval(net, data.x_test, device)
     model.train()
     return evaluation_metrics(spec, val_logits, data.y_val, test_logits, data.y_test)
 
