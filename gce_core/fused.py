@@ -34,6 +34,7 @@ from gce_core import augment
 from gce_core.chain import Chain, layer_chain
 from gce_core.checkpoint import load_checkpoint, save_checkpoint
 from gce_core.experiment_data import ExperimentData, build_experiment_data
+from gce_core.fusable import FUSABLE_DIFFERENCES
 from gce_core.losses import stacked_loss_and_grad
 from gce_core.metrics import epoch_row, epoch_train_metrics, evaluation_metrics
 from gce_core.models import build_model, has_batch_norm
@@ -57,11 +58,6 @@ from gce_core.train import (
     run_summary,
 )
 
-# Spec fields in which fused runs may differ; every other field must be equal.
-FUSABLE_DIFFERENCES = (
-    "name", "loss", "q", "k", "prune_start", "prune_every",
-    "seed", "noise", "noise_rate", "class_map", "open_set_source",
-)  # fmt: skip
 RunEpochCallback = Callable[[int, dict], None]
 
 

@@ -17,6 +17,7 @@ second lab on the same machine only has to set them.
 | GCE_LAB_CANCEL_GRACE_S          | 5                               | wait before SIGTERM on cancel |
 | GCE_LAB_KILL_GRACE_S            | 5                               | wait after SIGTERM for SIGKILL|
 | GCE_LAB_CANCEL_POLL_S           | 0.5                             | cancel-flag reads, at most    |
+| GCE_LAB_FUSE_MAX                | 8                               | runs of a group per process   |
 | GCE_LAB_EXECUTOR                | local                           | where runs go: local or ray   |
 | GCE_LAB_RAY_ADDRESS             | unset (Ray's own default)       | the Ray cluster, host:port    |
 """
@@ -113,7 +114,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class SupervisorSettings:
-    """Timings of the supervisor and its training children, in seconds."""
+    """Timings of the supervisor and its training children, in seconds, and how it fuses runs."""
 
     max_retries: int = 2  # GCE_LAB_MAX_RETRIES: resumes after a crash before the run fails
     heartbeat_s: float = 2.0  # GCE_LAB_HEARTBEAT_S: how often a child and a supervisor heartbeat
@@ -122,6 +123,7 @@ class SupervisorSettings:
     kill_grace_s: float = 5.0  # GCE_LAB_KILL_GRACE_S: SIGTERM not honoured -> SIGKILL
     cancel_poll_s: float = 0.5  # GCE_LAB_CANCEL_POLL_S: how often a child reads its cancel flag (at batch boundaries)
     recover_every_s: float = 5.0  # how often a supervisor looks for orphaned runs
+    fuse_max: int = 8  # GCE_LAB_FUSE_MAX: most runs of one group trained by one process (0 or 1: none)
 
     ENV: ClassVar[dict[str, str]] = {
         "max_retries": "GCE_LAB_MAX_RETRIES",
@@ -130,6 +132,7 @@ class SupervisorSettings:
         "cancel_grace_s": "GCE_LAB_CANCEL_GRACE_S",
         "kill_grace_s": "GCE_LAB_KILL_GRACE_S",
         "cancel_poll_s": "GCE_LAB_CANCEL_POLL_S",
+        "fuse_max": "GCE_LAB_FUSE_MAX",
     }
 
     @classmethod
@@ -138,6 +141,6 @@ class SupervisorSettings:
         values = {}
         for f in fields(cls):
             if f.name in cls.ENV:
-                kind = int if f.name == "max_retries" else float
+                kind = int if f.type in ("int", int) else float  # the annotation, as text
                 values[f.name] = _env_number(cls.ENV[f.name], f.default, kind)
         return cls(**values)

@@ -8,7 +8,7 @@ polls handles, never processes. The exit codes below are the contract between a 
 from __future__ import annotations
 
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # kept out at run time: a training process imports this befor
 
 EXIT_OK = 0  # completed (or cancelled): the process wrote the run's final status itself
 EXIT_ERROR = 1  # training raised an exception: retrying would fail the same way
-EXIT_STOPPED = 75  # stopped on SIGTERM/SIGINT at a batch boundary; resumable from its checkpoint
+EXIT_STOPPED = 75  # stopped at a batch boundary (SIGTERM/SIGINT, or a fused process stopping for
+# one of its runs: cancelled or taken over); the runs still its resume from their checkpoints
 EXIT_SUPERSEDED = 76  # the run is no longer this process's (restarted elsewhere, given up on)
 EXIT_RETRYABLE = 77  # out of memory, or the database unreachable: treated like a crash (resumed)
 
@@ -55,7 +56,7 @@ class ExitInfo:
         meaning = {
             EXIT_OK: "finished",
             EXIT_ERROR: "training raised an error",
-            EXIT_STOPPED: "stopped on a signal",
+            EXIT_STOPPED: "stopped at a batch boundary",
             EXIT_SUPERSEDED: "found the run taken over",
             EXIT_RETRYABLE: "ran out of memory or lost the database",
         }.get(code, "exited")
@@ -93,3 +94,12 @@ class Executor(Protocol):
 
     def note(self, run_id: str, message: str) -> None:
         """Add a supervisor line to the run's log."""
+
+
+class FusingExecutor(Executor, Protocol):
+    """An executor that can also train several runs of one group as one process (gce_core.fused);
+    the supervisor fuses runs only with such an executor."""
+
+    def start_fused(self, runs: Sequence[RunRecord], token: str, slot: Slot,
+                    env: Mapping[str, str]) -> RunHandle:
+        """Start ONE training process for ``runs`` (claimed together with ``token``) in ``slot``."""

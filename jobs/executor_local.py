@@ -1,8 +1,10 @@
-"""The local executor: each run is its own process on this machine.
+"""The local executor: each run, or each group of fused runs, is its own process on this machine.
 
-The process is started fresh (`python -m jobs.worker_process RUN_ID TOKEN`, fork+exec, never a
-fork of a process that has CUDA up), in a new session so that its whole process group can be
-signalled, with stdout and stderr appended to <lab home>/runs/<id>/log.txt.
+The process is started fresh (`python -m jobs.worker_process RUN_ID TOKEN`, or `... --fused TOKEN
+RUN_ID ...` for runs trained together; fork+exec, never a fork of a process that has CUDA up), in
+a new session so that its whole process group can be signalled, with stdout and stderr appended
+to <lab home>/runs/<id>/log.txt (a fused process: its first run's). Its command line names every
+run id, so a later supervisor can tell it from a recycled pid for any of its runs.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from jobs import config
@@ -86,18 +88,35 @@ class LocalExecutor:
         env["PYTHONPATH"] = _PROJECT_ROOT + (os.pathsep + path if path else "")
         return env
 
-    def start(self, run: RunRecord, token: str, slot: Slot, env: Mapping[str, str]) -> LocalHandle:
-        folder = config.run_dir(run.id, self.home)
-        folder.mkdir(parents=True, exist_ok=True)
-        append_note(folder / config.LOG_FILE, f"attempt {run.attempts} of run {run.id} on {self.host}, "
-                    f"slot {slot.index} ({slot.device})")
-        with open(folder / config.LOG_FILE, "ab") as log:
+    def _spawn(self, args: list[str], log_path: Path, slot: Slot, env: Mapping[str, str]) -> LocalHandle:
+        with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [self.python, "-m", "jobs.worker_process", run.id, token],
+                [self.python, "-m", "jobs.worker_process", *args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=self._env(slot, env), start_new_session=True, close_fds=True,
             )
         return LocalHandle(proc)
+
+    def _attempt_note(self, run: RunRecord, slot: Slot, extra: str = "") -> Path:
+        path = config.log_path(run.id, self.home)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        append_note(path, f"attempt {run.attempts} of run {run.id} on {self.host}, "
+                    f"slot {slot.index} ({slot.device}){extra}")
+        return path
+
+    def start(self, run: RunRecord, token: str, slot: Slot, env: Mapping[str, str]) -> LocalHandle:
+        log_path = self._attempt_note(run, slot)
+        return self._spawn([run.id, token], log_path, slot, env)
+
+    def start_fused(self, runs: Sequence[RunRecord], token: str, slot: Slot,
+                    env: Mapping[str, str]) -> LocalHandle:
+        """One process for ``runs`` (`python -m jobs.worker_process --fused TOKEN ID ...`); its
+        output goes to the first run's log, each run's own lines to its log."""
+        first = runs[0].id
+        paths = [self._attempt_note(r, slot, "" if r.id == first else
+                                    f"; the output of its fused process is in the log of run {first}")
+                 for r in runs]
+        return self._spawn(["--fused", token, *(r.id for r in runs)], paths[0], slot, env)
 
     def attach(self, run: RunRecord) -> AdoptedHandle | None:
         if run.host != self.host or not pid_alive(run.pid, marker=run.id):

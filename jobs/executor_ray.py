@@ -1,12 +1,14 @@
-"""The Ray executor: each run is one Ray task on a Ray cluster.
+"""The Ray executor: each run, or each group of fused runs, is one Ray task on a Ray cluster.
 
 The supervisor (`python -m jobs worker --executor ray --ray-address HOST:PORT`) claims runs from
 the shared database as with the local executor, and starts each as a Ray task asking for one GPU
 (when its slot is a GPU slot and the spec's device is not "cpu") or for ``cpus_per_run`` CPUs.
 The task runs in a fresh Ray worker process (``max_calls=1``) and calls the same entry as a local
-run, ``jobs.worker_process.run_guarded``, so metrics, heartbeats, the cancel flag (read from the
-database by ``should_stop``) and checkpoints behave the same. Its output is appended to
-``<lab home>/runs/<id>/log.txt``: the lab home (logs and checkpoints) must be on a file system
+run, ``jobs.worker_process.run_group_guarded``, so metrics, heartbeats, the cancel flag (read from
+the database by ``should_stop``) and checkpoints behave the same. Runs of one group that the
+supervisor claimed together (``start_fused``) are one task that trains them with gce_core.fused.
+Its output is appended to ``<lab home>/runs/<id>/log.txt`` (a fused task: its first run's; each
+run's own lines go to its own log): the lab home (logs and checkpoints) must be on a file system
 that every node mounts at the same path, and the database a server every node reaches.
 
 Ray never retries a run itself (``max_retries=0``): a task whose worker died (killed, out of
@@ -26,7 +28,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from jobs import config
 from jobs.executor import EXIT_STOPPED, ExitInfo, Slot
@@ -51,14 +53,16 @@ def import_ray():
     return ray
 
 
-def run_task(run_id: str, token: str, env: Mapping[str, str]) -> int:
-    """The body of a run's Ray task, in its own Ray worker process: the training process's entry
-    with the lab's settings in the environment and stdout/stderr appended to the run's log.
-    Returns the exit code a local training process would have (jobs.executor.EXIT_*)."""
+def run_task(run_ids: str | Sequence[str], token: str, env: Mapping[str, str]) -> int:
+    """The body of a Ray task, in its own Ray worker process: the training process's entry for one
+    run (an id) or fused runs (a list of ids), with the lab's settings in the environment and
+    stdout/stderr appended to the (first) run's log. Returns the exit code a local training
+    process would have (jobs.executor.EXIT_*)."""
     from jobs import worker_process
 
+    ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
     os.environ.update(env)
-    log = config.log_path(run_id)
+    log = config.log_path(ids[0])
     log.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -74,7 +78,7 @@ def run_task(run_id: str, token: str, env: Mapping[str, str]) -> int:
         handlers = worker_process.install_signal_handlers()
     try:
         print(f"Ray worker pid {os.getpid()} on {socket.gethostname()}", flush=True)
-        return worker_process.run_guarded(run_id, token)
+        return worker_process.run_group_guarded(ids, token)
     except KeyboardInterrupt:  # a cancel that came before our handler was installed
         print("stopped by ray.cancel", flush=True)
         return EXIT_STOPPED
@@ -189,17 +193,31 @@ class RayExecutor:
         return slot.device == GPU_SLOT and run.spec.device != "cpu"
 
     def start(self, run: RunRecord, token: str, slot: Slot, env: Mapping[str, str]) -> RayHandle:
-        gpu = self._gpu(run, slot)
+        return self._submit([run], run.id, token, slot, env)
+
+    def start_fused(self, runs: Sequence[RunRecord], token: str, slot: Slot,
+                    env: Mapping[str, str]) -> RayHandle:
+        """One Ray task (one GPU, or cpus_per_run CPUs) that trains ``runs`` together."""
+        return self._submit(runs, [r.id for r in runs], token, slot, env)
+
+    def _submit(self, runs: Sequence[RunRecord], ids: str | list[str], token: str, slot: Slot,
+                env: Mapping[str, str]) -> RayHandle:
+        first = runs[0]
+        gpu = self._gpu(first, slot)  # fused runs share the spec's device
         env = self._env(slot, env)
         if not gpu:  # Ray hides the GPUs from a task without any today, but says it will stop
             env["CUDA_VISIBLE_DEVICES"] = ""
-        folder = config.run_dir(run.id, self.home)
-        folder.mkdir(parents=True, exist_ok=True)
         wants = "1 GPU" if gpu else f"{self.cpus_per_run:g} CPU"
-        append_note(folder / config.LOG_FILE, f"attempt {run.attempts} of run {run.id}: a Ray task "
-                    f"({wants}) from the supervisor on {self.host}, slot {slot.index}")
-        options = dict(name=f"gce-lab-{run.id}", num_cpus=self.cpus_per_run, num_gpus=1 if gpu else 0)
-        ref = self._task.options(**options).remote(run.id, token, env)
+        for run in runs:
+            folder = config.run_dir(run.id, self.home)
+            folder.mkdir(parents=True, exist_ok=True)
+            fused = "" if run is first else (f", fused with {len(runs) - 1} more; its output is in "
+                                             f"the log of run {first.id}")
+            append_note(folder / config.LOG_FILE, f"attempt {run.attempts} of run {run.id}: a Ray task "
+                        f"({wants}) from the supervisor on {self.host}, slot {slot.index}{fused}")
+        name = f"gce-lab-{first.id}" + (f"+{len(runs) - 1}" if len(runs) > 1 else "")
+        options = dict(name=name, num_cpus=self.cpus_per_run, num_gpus=1 if gpu else 0)
+        ref = self._task.options(**options).remote(ids, token, env)
         return RayHandle(self.ray, ref)
 
     def attach(self, run: RunRecord) -> None:

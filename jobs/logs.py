@@ -1,5 +1,6 @@
 """A run's log: <lab home>/runs/<id>/log.txt holds its process's stdout and stderr, every attempt
-appended, with a line from the supervisor at each start and end."""
+appended, with a line from the supervisor at each start and end. A fused process (several runs in
+one process) has its stdout in its first run's log and appends each run's own lines to its log."""
 
 from __future__ import annotations
 
@@ -38,3 +39,14 @@ def append_note(path: str | Path, message: str) -> None:
 def with_tail(reason: str, tail: str) -> str:
     """A failure reason followed by the tail of the log, as stored in a run's ``error``."""
     return f"{reason}\n--- last lines of its log ---\n{tail}" if tail.strip() else reason
+
+
+def append_line(path: str | Path, text: str) -> None:
+    """Append one line of a training process to a run's log (as its stdout would)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text.rstrip("\n") + "\n")
+    except OSError:
+        pass  # a log line is never worth failing a run over

@@ -7,6 +7,9 @@ A pure function of the run, how its process ended and why, so every case is test
 | cancel was requested                         | cancelled (its metrics stay)              |
 | the supervisor is shutting down              | queued (resumes from its checkpoint)      |
 | training raised an error (exit code 1)       | failed, with the error and the log's tail |
+| it stopped at a batch boundary (exit code 75)| queued, not a crash (e.g. a fused process |
+|                                              | stopped because another of its runs was   |
+|                                              | cancelled)                                |
 | anything else (signal, OOM, lost heartbeat)  | interrupted and resumed from its          |
 |                                              | checkpoint, until GCE_LAB_MAX_RETRIES     |
 |                                              | crashes; then failed, saying why          |
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobs.executor import EXIT_ERROR, ExitInfo
+from jobs.executor import EXIT_ERROR, EXIT_STOPPED, ExitInfo
 from jobs.logs import with_tail
 from jobs.records import RunRecord
 from jobs.status import RunStatus
@@ -41,6 +44,8 @@ def decide(run: RunRecord, how: ExitInfo, *, forced: str | None = None, stopping
                        f"from its last checkpoint", None)
     if how.code == EXIT_ERROR:
         return Outcome(RunStatus.FAILED, what, with_tail(what, log_tail))
+    if how.code == EXIT_STOPPED:  # a clean stop: its checkpoint is the last completed epoch
+        return Outcome(RunStatus.QUEUED, f"{what}; queued again, resumes from its last checkpoint", None)
     crashes = run.crashes + 1
     if crashes > max_retries:
         reason = (f"{what}; gave up after {crashes} crashes "

@@ -1,5 +1,10 @@
-"""The supervisor (`python -m jobs worker`): claims queued runs, one per slot, starts each through
-an executor, watches it, and decides what happens when its process ends.
+"""The supervisor (`python -m jobs worker`): claims queued runs, one process per slot, starts each
+through an executor, watches it, and decides what happens when its process ends.
+
+A process trains one run, or several runs of one group that ``gce_core.fused`` can train together
+(claimed together by ``Store.claim_group``, at most GCE_LAB_FUSE_MAX, only with an executor that
+has ``start_fused``, jobs.executor.FusingExecutor). Every run keeps its own ``Active`` entry, status and end; the runs of one
+fused process share its handle, its slot and its claim token.
 
 All the logic is in ``tick(now)``, one step that tests drive without sleeping; ``run_forever`` only
 calls it in a loop. Signal handlers only set flags: the first SIGINT/SIGTERM stops claiming and
@@ -32,7 +37,7 @@ from jobs.store import Store
 
 @dataclass
 class Active:
-    """A run this supervisor watches."""
+    """A run this supervisor watches (runs of one fused process share ``handle`` and ``slot``)."""
 
     run_id: str
     token: str
@@ -153,8 +158,11 @@ class Supervisor:
 
     # --- steps ----------------------------------------------------------------------------------
     def _reap(self, now: float, report: TickReport) -> None:
+        polled: dict[int, ExitInfo | None] = {}  # a fused process is polled once for all its runs
         for run_id, act in list(self.active.items()):
-            how = act.handle.poll()
+            if id(act.handle) not in polled:
+                polled[id(act.handle)] = act.handle.poll()
+            how = polled[id(act.handle)]
             if how is None:
                 continue
             status = self._conclude(run_id, act.token, how, now, forced=act.forced)
@@ -190,51 +198,83 @@ class Supervisor:
                     act.handle.terminate()
                     act.term_sent = now
                 elif act.term_sent is not None and now - act.term_sent >= s.kill_grace_s:
-                    act.forced = f"it did not stop within {s.cancel_grace_s + s.kill_grace_s:g} s of the cancel; killed"
-                    act.handle.kill()
-                    act.kill_sent = now
+                    late = f"did not stop within {s.cancel_grace_s + s.kill_grace_s:g} s of the cancel"
+                    self._kill(act, now, f"it {late}; killed",
+                               f"its fused process {late} of run {run_id}; killed")
                 continue
             beat = _ts(run.heartbeat_at)
             if beat is not None and now - beat > s.stale_after_s:
-                act.forced = f"no heartbeat for {now - beat:.0f} s; the supervisor killed its process"
-                act.handle.kill()
-                act.kill_sent = now
+                self._kill(act, now, f"no heartbeat for {now - beat:.0f} s; the supervisor killed its process")
+
+    def _sharing(self, act: Active) -> list[Active]:
+        """The runs of act's process: act alone, or every run of its fused process."""
+        return [a for a in self.active.values() if a.handle is act.handle]
+
+    def _kill(self, act: Active, now: float, reason: str, others: str | None = None) -> None:
+        """SIGKILL act's process; every run of it records why (``others``: for its fused runs)."""
+        act.handle.kill()
+        for a in self._sharing(act):
+            if a.kill_sent is None:
+                a.forced = reason if a is act else (others or reason)
+                a.kill_sent = now
 
     def _stop_runs(self, now: float) -> None:
         """Shutting down: SIGTERM every run (it stops at a batch boundary and is queued again);
         SIGKILL what is left after the kill grace, or at once on a second signal."""
         if self._stop_since is None:
             self._stop_since = now
+            for handle in {id(a.handle): a.handle for a in self.active.values()}.values():
+                handle.terminate()
             for act in self.active.values():
-                act.handle.terminate()
                 act.term_sent = now
         if self._force or now - self._stop_since >= self.settings.kill_grace_s:
             for act in self.active.values():
                 if act.kill_sent is None:
-                    act.forced = "it did not stop in time for the supervisor's shutdown; killed"
-                    act.handle.kill()
-                    act.kill_sent = now
+                    self._kill(act, now, "it did not stop in time for the supervisor's shutdown; killed")
 
     def _free_slots(self) -> list[Slot]:
         used = {a.slot.index for a in self.active.values() if a.slot is not None}
         return [s for s in self.slots if s.index not in used]
 
+    @property
+    def fuse_max(self) -> int:
+        """Most runs one process trains: GCE_LAB_FUSE_MAX, or 1 if the executor cannot fuse."""
+        return self.settings.fuse_max if hasattr(self.executor, "start_fused") else 1
+
     def _fill(self, now: float, report: TickReport) -> None:
-        for slot in self._free_slots():
-            run = self.store.claim(worker_id=self.id, host=self.executor.host, device=slot.device, now=now)
-            if run is None:
+        free = self._free_slots()
+        for i, slot in enumerate(free):
+            runs = self.store.claim_group(worker_id=self.id, host=self.executor.host, device=slot.device,
+                                          now=now, max_runs=self.fuse_max, free_slots=len(free) - i)
+            if not runs:
                 report.queue_empty = True
                 return
-            token = run.claim_token
+            token = runs[0].claim_token
             try:
-                handle = self.executor.start(run, token, slot, self.child_env)
-            except Exception as exc:  # this machine's problem, not the run's: counted, retried
-                self._conclude(run.id, token, ExitInfo(None), now, forced=f"its process could not start: {exc}")
+                if len(runs) == 1:
+                    handle = self.executor.start(runs[0], token, slot, self.child_env)
+                else:
+                    handle = self.executor.start_fused(runs, token, slot, self.child_env)
+            except Exception as exc:  # this machine's problem, not the runs': counted, retried
+                why = f"its process could not start: {exc}"
+                for run in runs:
+                    self._conclude(run.id, token, ExitInfo(None), now, forced=why)
                 return
-            if handle.pid is not None:
-                self.store.set_pid(run.id, token, handle.pid)
-            self.active[run.id] = Active(run.id, token, handle, slot)
-            report.started.append(run.id)
+            for run in runs:
+                if handle.pid is not None:
+                    self.store.set_pid(run.id, token, handle.pid)
+                self.active[run.id] = Active(run.id, token, handle, slot)
+                report.started.append(run.id)
+            if len(runs) > 1:
+                self._note_fused(runs, handle)
+
+    def _note_fused(self, runs: Sequence[RunRecord], handle: RunHandle) -> None:
+        ids = [r.id for r in runs]
+        pid = f" (pid {handle.pid})" if handle.pid is not None else ""
+        for run_id in ids:
+            others = ", ".join(i for i in ids if i != run_id)
+            self.executor.note(run_id, f"supervisor: fused with {others}: one process{pid} trains these "
+                               f"{len(ids)} runs of group {runs[0].group} together (gce_core.fused)")
 
     # --- orphans: runs whose supervisor is gone ------------------------------------------------------
     def _worker_alive(self, w: WorkerInfo, now: float) -> bool:
@@ -269,8 +309,12 @@ class Supervisor:
         handle = self.executor.attach(run) if run.pid else None
         if handle is not None and fresh:
             if self.store.adopt(run.id, run.claim_token, self.id):
-                free = self._free_slots()
-                slot = next((s for s in free if s.device == run.device), free[0] if free else None)
+                mate = self._same_process(run)
+                if mate is not None:  # a fused process: its runs share one handle and one slot
+                    handle, slot = mate.handle, mate.slot
+                else:
+                    free = self._free_slots()
+                    slot = next((s for s in free if s.device == run.device), free[0] if free else None)
                 self.active[run.id] = Active(run.id, run.claim_token, handle, slot, adopted=True)
                 self.executor.note(run.id, f"supervisor {self.id} adopted its process {run.pid}")
                 report.adopted.append(run.id)
@@ -283,3 +327,8 @@ class Supervisor:
             return None  # just claimed; its process has not said its pid yet
         return self._conclude(run.id, run.claim_token, ExitInfo(None), now,
                               forced="its process is gone and so is the supervisor that watched it")
+
+    def _same_process(self, run: RunRecord) -> Active | None:
+        """A watched run trained by the same process as ``run`` (same claim token and pid)."""
+        return next((a for a in self.active.values()
+                     if a.token == run.claim_token and a.handle.pid == run.pid), None)

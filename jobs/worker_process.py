@@ -1,12 +1,22 @@
-"""The training process of one run: `python -m jobs.worker_process RUN_ID CLAIM_TOKEN`.
+"""The training process of one run, or of several runs of one group trained together:
 
-Started by an executor after the supervisor claimed the run: the local executor runs this module
-as a fresh process; the Ray executor calls ``run_guarded`` inside a fresh Ray worker process. It trains with gce_core.train,
-resuming from the checkpoint in <lab home>/runs/<id>/ if there is one, writes every epoch to the
-store (a repeated epoch is ignored), heartbeats from a thread, and stops at a batch boundary when
-the run's cancel flag is set (read at most every GCE_LAB_CANCEL_POLL_S) or on SIGTERM/SIGINT.
-It writes the run's end itself when it knows it (completed, cancelled); anything else the
-supervisor reads from the exit code (jobs.executor.EXIT_*).
+    python -m jobs.worker_process RUN_ID CLAIM_TOKEN
+    python -m jobs.worker_process --fused CLAIM_TOKEN RUN_ID [RUN_ID ...]
+
+Started by an executor after the supervisor claimed the run(s): the local executor runs this module
+as a fresh process; the Ray executor calls ``run_group_guarded`` inside a fresh Ray worker process.
+One run trains with gce_core.train; fused runs (claimed together, with one token) train as one
+job with gce_core.fused.train_fused. Each run resumes from the checkpoint in <lab home>/runs/<id>/
+if there is one, and has every epoch written to the store (a repeated epoch is ignored). One thread
+heartbeats every run; training stops at a batch boundary when a run's cancel flag is set (read at
+most every GCE_LAB_CANCEL_POLL_S), a run is taken over, or on SIGTERM/SIGINT. The process writes
+the end of a run itself when it knows it (completed, cancelled); anything else the supervisor
+reads from the exit code (jobs.executor.EXIT_*). A fused process stopped for one run (cancelled,
+taken over) exits EXIT_STOPPED, so its other runs are queued again, not counted as crashed, and
+resume fused without it.
+
+The process's stdout is the first run's log; each run's own lines (start, epochs, end) go to its
+own log.
 """
 
 from __future__ import annotations
@@ -17,11 +27,13 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 
 from sqlalchemy.exc import OperationalError
 
 from jobs import config
 from jobs.executor import EXIT_ERROR, EXIT_OK, EXIT_RETRYABLE, EXIT_STOPPED, EXIT_SUPERSEDED
+from jobs.logs import append_line
 
 # Set by the signal handler, read by StopCheck: handlers only set flags.
 _signalled: list[int] = []
@@ -32,19 +44,19 @@ def _on_signal(signum, _frame) -> None:
 
 
 class Heartbeat(threading.Thread):
-    """Writes the run's heartbeat every ``period`` seconds; ``lost`` is set once the run is no
-    longer this process's."""
+    """Writes the heartbeat of every run of the process every ``period`` seconds; ``lost`` is set
+    once none of them is this process's any more."""
 
-    def __init__(self, store, run_id: str, token: str, period: float):
-        super().__init__(name=f"heartbeat-{run_id}", daemon=True)
-        self.store, self.run_id, self.token, self.period = store, run_id, token, period
+    def __init__(self, store, run_ids: Sequence[str], token: str, period: float):
+        super().__init__(name=f"heartbeat-{run_ids[0]}", daemon=True)
+        self.store, self.run_ids, self.token, self.period = store, list(run_ids), token, period
         self.lost = threading.Event()
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.wait(self.period):
             try:
-                if not self.store.heartbeat(self.run_id, self.token, now=time.time()):
+                if self.store.heartbeat_many(self.run_ids, self.token, now=time.time()) == 0:
                     self.lost.set()
                     return
             except Exception as exc:  # a database hiccup: say so, keep training, try again
@@ -55,15 +67,19 @@ class Heartbeat(threading.Thread):
 
 
 class StopCheck:
-    """gce_core.train's should_stop: True on a signal, a lost claim or the run's cancel flag.
-    The database is read at most every ``poll_s`` seconds; ``reason`` says why it stopped."""
+    """The trainer's should_stop: True on a signal, or when ANY of the process's runs has its
+    cancel flag set or is no longer this process's (fused runs stop together). The database is
+    read at most every ``poll_s`` seconds. ``reason`` says why it stopped ("signal", "cancel",
+    "superseded"); ``cancelled`` and ``lost`` name the runs."""
 
-    def __init__(self, store, run_id: str, token: str, heartbeat: Heartbeat | None,
+    def __init__(self, store, run_ids: Sequence[str], token: str, heartbeat: Heartbeat | None,
                  poll_s: float, clock=time.monotonic):
-        self.store, self.run_id, self.token, self.heartbeat = store, run_id, token, heartbeat
+        self.store, self.run_ids, self.token, self.heartbeat = store, list(run_ids), token, heartbeat
         self.poll_s, self.clock = poll_s, clock
         self._next = clock()
         self.reason: str | None = None
+        self.cancelled: list[str] = []
+        self.lost: list[str] = []
 
     def __call__(self) -> bool:
         if self.reason is None:
@@ -74,70 +90,160 @@ class StopCheck:
         if _signalled:
             return "signal"
         if self.heartbeat is not None and self.heartbeat.lost.is_set():
+            self.lost = list(self.run_ids)
             return "superseded"
         now = self.clock()
         if now < self._next:
             return None
         self._next = now + self.poll_s
         try:
-            mine, cancel = self.store.control(self.run_id, self.token)
+            states = self.store.controls(self.run_ids, self.token)
         except Exception as exc:
             print(f"could not read the cancel flag: {exc}", file=sys.stderr, flush=True)
             return None
-        if not mine:
-            return "superseded"
-        return "cancel" if cancel else None
+        self.lost = [i for i in self.run_ids if not states[i][0]]
+        self.cancelled = [i for i in self.run_ids if states[i][0] and states[i][1]]
+        if self.cancelled:
+            return "cancel"
+        return "superseded" if self.lost else None
 
 
 def _fmt(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
-def run(run_id: str, token: str) -> int:
+class RunLogs:
+    """Lines for each run's log. The first run's log is this process's stdout (the executor opened
+    it there); the lines of the other runs are appended to their logs."""
+
+    def __init__(self, run_ids: Sequence[str]):
+        self.first = run_ids[0]
+
+    def say(self, run_id: str, text: str) -> None:
+        if run_id == self.first:
+            print(text, flush=True)
+        else:
+            append_line(config.log_path(run_id), text)
+
+    def say_all(self, run_ids: Sequence[str], text: str) -> None:
+        for run_id in run_ids:
+            self.say(run_id, text)
+
+
+def _still_ours(store, run_ids: Sequence[str], token: str, log: RunLogs) -> tuple[list, int]:
+    """The records of the runs to train (ours, not cancelled), and how many were ours at all.
+    A run cancelled before it got going is written cancelled here, without loading torch."""
     from jobs.status import RunStatus
+
+    records, ours, train = store.get_many(run_ids), 0, []
+    for run_id in run_ids:
+        rec = records.get(run_id)
+        if rec is None or rec.claim_token != token or rec.status != RunStatus.RUNNING:
+            log.say(run_id, f"run {run_id} is not this process's to run any more; exiting")
+            continue
+        ours += 1
+        store.set_pid(run_id, token, os.getpid())
+        if rec.cancel_requested:
+            store.finish(run_id, token, RunStatus.CANCELLED, now=time.time())
+            log.say(run_id, f"run {run_id} was cancelled before it started")
+            continue
+        train.append(rec)
+    return train, ours
+
+
+def _train(specs, folders, on_epoch, should_stop) -> list[dict]:
+    """gce_core.train for one run, gce_core.fused.train_fused for several: their summaries."""
+    if len(specs) == 1:
+        from gce_core.train import train
+
+        return [train(specs[0], on_epoch=lambda row: on_epoch(0, row), should_stop=should_stop,
+                      checkpoint_dir=folders[0])]
+    from gce_core.fused import train_fused
+
+    return train_fused(specs, on_epoch=on_epoch, should_stop=should_stop, checkpoint_dirs=folders)
+
+
+def _stopped(store, ids: list[str], token: str, check: StopCheck, epochs: dict[str, int],
+             log: RunLogs) -> int:
+    """Write the end of the runs whose cancel stopped the process; the exit code for the rest.
+    ``epochs``: the epochs each run has completed."""
+    from jobs.status import RunStatus
+
+    for run_id in check.cancelled:
+        store.finish(run_id, token, RunStatus.CANCELLED, now=time.time())
+    gone = set(check.cancelled) | set(check.lost)
+    left = [i for i in ids if i not in gone]
+    for run_id in ids:
+        why = check.reason
+        if run_id not in gone and gone:
+            why = (f"run {', '.join(sorted(gone))} of this fused process was "
+                   f"{'cancelled' if check.cancelled else 'taken over'}; this run resumes from its checkpoint")
+        log.say(run_id, f"stopped at a batch boundary ({why}) after {epochs[run_id]} epochs")
+    if left:
+        return EXIT_STOPPED
+    return EXIT_SUPERSEDED if check.reason == "superseded" else EXIT_OK
+
+
+def _epoch_line(row: dict, epochs: int, fused: int) -> str:
+    seconds = f"{row['seconds']:.2f} s" + (f" (the fused epoch of {fused} runs)" if fused > 1 else "")
+    return (f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f}, "
+            f"val {_fmt(row['val_acc'])}, test {_fmt(row['test_acc'])}, {seconds}")
+
+
+def run_group(run_ids: Sequence[str], token: str) -> int:
+    """Train the runs claimed together with ``token`` (one run, or fusable runs of one group) in
+    this process; the exit code (jobs.executor.EXIT_*)."""
     from jobs.store import Store, Superseded
 
     settings = config.SupervisorSettings.from_env()
     store = Store(config.db_url())
-    rec = store.get(run_id)
-    if rec is None or rec.claim_token != token or rec.status != RunStatus.RUNNING:
-        print(f"run {run_id} is not this process's to run any more; exiting", flush=True)
-        return EXIT_SUPERSEDED
-    store.set_pid(run_id, token, os.getpid())
-    if rec.cancel_requested:  # cancelled before it got going: no need to load torch
-        store.finish(run_id, token, RunStatus.CANCELLED, now=time.time())
-        print(f"run {run_id} was cancelled before it started", flush=True)
-        return EXIT_OK
-    folder = config.run_dir(run_id)
-    print(f"run {run_id} ({rec.name}), attempt {rec.attempts}, pid {os.getpid()}; checkpoints in {folder}", flush=True)
-    beat = Heartbeat(store, run_id, token, settings.heartbeat_s)
+    log = RunLogs(run_ids)
+    records, ours = _still_ours(store, run_ids, token, log)
+    if not records:
+        return EXIT_OK if ours else EXIT_SUPERSEDED
+    ids = [r.id for r in records]
+    folders = [config.run_dir(i) for i in ids]
+    for rec, folder in zip(records, folders, strict=True):
+        fused = f"; fused with {', '.join(i for i in ids if i != rec.id)}" if len(ids) > 1 else ""
+        log.say(rec.id, f"run {rec.id} ({rec.name}), attempt {rec.attempts}, pid {os.getpid()}; "
+                        f"checkpoints in {folder}{fused}")
+    beat = Heartbeat(store, ids, token, settings.heartbeat_s)
     beat.start()
-    check = StopCheck(store, run_id, token, beat, settings.cancel_poll_s)
+    check = StopCheck(store, ids, token, beat, settings.cancel_poll_s)
+    epochs = records[0].spec.epochs  # fused runs share it
+    done = {r.id: r.epochs_done for r in records}
 
-    from gce_core.train import train
-
-    def on_epoch(row: dict) -> None:
-        store.add_epoch(run_id, token, row, now=time.time())
-        print(f"epoch {row['epoch']}/{rec.spec.epochs}: train loss {row['train_loss']:.4f}, "
-              f"val {_fmt(row['val_acc'])}, test {_fmt(row['test_acc'])}, {row['seconds']:.2f} s", flush=True)
+    def on_epoch(i: int, row: dict) -> None:
+        store.add_epoch(ids[i], token, row, now=time.time())
+        done[ids[i]] = row["epoch"]
+        log.say(ids[i], _epoch_line(row, epochs, len(ids)))
 
     try:
-        summary = train(rec.spec, on_epoch=on_epoch, should_stop=check, checkpoint_dir=folder)
+        summaries = _train([r.spec for r in records], folders, on_epoch, check)
     except Superseded as exc:
-        print(f"stopping: {exc}", flush=True)
-        return EXIT_SUPERSEDED
+        if len(ids) == 1:
+            log.say(ids[0], f"stopping: {exc}")
+            return EXIT_SUPERSEDED
+        check.reason = "superseded"
+        check.lost = [i for i, (mine, _) in store.controls(ids, token).items() if not mine]
+        return _stopped(store, ids, token, check, done, log)
     finally:
         beat.stop()
-    if summary["stopped"]:
-        print(f"stopped at a batch boundary ({check.reason}) after {summary['epochs_completed']} epochs", flush=True)
-        if check.reason == "cancel":
-            store.finish(run_id, token, RunStatus.CANCELLED, now=time.time())
-            return EXIT_OK
-        return EXIT_SUPERSEDED if check.reason == "superseded" else EXIT_STOPPED
-    if not store.complete(run_id, token, summary, now=time.time()):
-        return EXIT_SUPERSEDED
-    print(f"completed: test accuracy at best validation epoch {_fmt(summary['test_acc_at_best_val'])}", flush=True)
-    return EXIT_OK
+    if summaries[0]["stopped"]:  # fused runs stop together
+        epochs_completed = {i: s["epochs_completed"] for i, s in zip(ids, summaries, strict=True)}
+        return _stopped(store, ids, token, check, epochs_completed, log)
+    completed = 0
+    for run_id, summary in zip(ids, summaries, strict=True):
+        if store.complete(run_id, token, summary, now=time.time()):
+            completed += 1
+            best = _fmt(summary["test_acc_at_best_val"])
+            log.say(run_id, f"completed: test accuracy at best validation epoch {best}")
+    return EXIT_OK if completed == len(ids) else EXIT_SUPERSEDED
+
+
+def run(run_id: str, token: str) -> int:
+    """``run_group`` of one run."""
+    return run_group([run_id], token)
 
 
 def install_signal_handlers() -> dict:
@@ -146,28 +252,40 @@ def install_signal_handlers() -> dict:
     return {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
-def run_guarded(run_id: str, token: str) -> int:
-    """``run`` with every exception mapped to its exit code (jobs.executor.EXIT_*)."""
+def run_group_guarded(run_ids: Sequence[str], token: str) -> int:
+    """``run_group`` with every exception mapped to its exit code (jobs.executor.EXIT_*); the error
+    line goes to every run's log (the traceback to the first's)."""
     try:
-        return run(run_id, token)
-    except (MemoryError, OperationalError):
+        return run_group(run_ids, token)
+    except Exception as exc:  # MemoryError included
         traceback.print_exc()
-        return EXIT_RETRYABLE
-    except Exception as exc:
-        traceback.print_exc()
-        if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA)
-            return EXIT_RETRYABLE
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
+        # out of memory (torch.OutOfMemoryError on CUDA) or the database out of reach: resumable
+        retry = isinstance(exc, (MemoryError, OperationalError)) or type(exc).__name__ == "OutOfMemoryError"
+        line = f"error: {type(exc).__name__}: {exc}"
+        print(line, file=sys.stderr, flush=True)
+        RunLogs(run_ids).say_all(run_ids[1:], f"{line} (traceback in the log of run {run_ids[0]})")
+        return EXIT_RETRYABLE if retry else EXIT_ERROR
+
+
+def run_guarded(run_id: str, token: str) -> int:
+    """``run_group_guarded`` of one run."""
+    return run_group_guarded([run_id], token)
+
+
+USAGE = ("usage: python -m jobs.worker_process RUN_ID CLAIM_TOKEN\n"
+         "       python -m jobs.worker_process --fused CLAIM_TOKEN RUN_ID [RUN_ID ...]\n"
+         "(started by the supervisor)")
 
 
 def main(argv: list[str] | None = None) -> int:
     install_signal_handlers()
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: python -m jobs.worker_process RUN_ID CLAIM_TOKEN (started by the supervisor)", file=sys.stderr)
-        return EXIT_ERROR
-    return run_guarded(*args)
+    if len(args) >= 3 and args[0] == "--fused":
+        return run_group_guarded(args[2:], args[1])
+    if len(args) == 2 and not args[0].startswith("-"):
+        return run_guarded(*args)
+    print(USAGE, file=sys.stderr)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

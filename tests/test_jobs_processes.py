@@ -1,8 +1,9 @@
 """The acceptance tests of the job runner with real training processes and a real SQLite file.
 
 The supervisor runs in the test's process and is driven by tick(now); every run is its own
-`python -m jobs.worker_process` child, as in production. Each child imports torch (~2 s), so the
-specs are tiny and the number of process starts is kept small.
+`python -m jobs.worker_process` child, as in production (runs of a group: one child for the
+group, trained by gce_core.fused). Each child imports torch (~2 s), so the specs are tiny and the
+number of process starts is kept small.
 """
 
 import os
@@ -22,6 +23,7 @@ from jobs.executor_local import LocalExecutor
 from jobs.procs import pid_alive
 from jobs.status import RunStatus
 from jobs.supervisor import Supervisor
+from tests.test_fused import assert_rows_close
 
 pytestmark = pytest.mark.slow
 
@@ -163,3 +165,119 @@ def test_a_training_process_killed_mid_run_resumes_and_ends_as_if_never_killed(l
     assert strip(got) == strip(expected)
     assert {k: run.summary[k] for k in ("test_acc_at_best_val", "best_val_epoch", "last_test_acc")} == {
         k: summary[k] for k in ("test_acc_at_best_val", "best_val_epoch", "last_test_acc")}
+
+
+# --- fused runs: a group trained by one process (gce_core.fused) ---------------------------------
+# On SQLite only, like the longest test above: fusing on every backend is the store suite's business.
+sqlite_only = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+GROUP = [dict(FULL, noise="uniform", noise_rate=0.4, loss=loss, seed=seed)
+         for loss, seed in (("cce", 0), ("lq", 1), ("mae", 2))]
+
+
+def alone(spec):
+    """The rows of ``spec`` trained alone by gce_core.train, with the children's thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        rows = []
+        train(spec, on_epoch=rows.append)
+        return rows
+    finally:
+        torch.set_num_threads(threads)
+
+
+@sqlite_only
+def test_a_group_trains_as_one_process_with_the_rows_each_run_has_alone(lab):
+    client, supervisor = lab
+    specs = [dict(spec, epochs=4) for spec in GROUP]
+    _, ids = client.submit_group(specs)
+    sup = supervisor(slots=1)
+    drive(sup, lambda: all(client.get(i).status.is_final for i in ids) and not sup.active)
+    runs = [client.get(i) for i in ids]
+    assert all(r.status == RunStatus.COMPLETED and r.attempts == 1 and r.crashes == 0 for r in runs)
+    assert len({r.pid for r in runs}) == 1  # one process
+    for run, spec in zip(runs, specs, strict=True):
+        assert_rows_close(client.metrics(run.id), alone(spec))
+        assert run.summary["epochs_completed"] == 4 and run.train_seconds > 0
+        log = config.log_path(run.id).read_text()
+        others = [i for i in ids if i != run.id]
+        assert f"supervisor: fused with {', '.join(others)}: one process (pid {run.pid})" in log
+        assert "epoch 4/4: train loss" in log and "(the fused epoch of 3 runs)" in log
+        assert "completed: test accuracy" in log
+
+
+@sqlite_only
+def test_cancelling_one_fused_run_cancels_it_and_the_others_complete_resumed(lab):
+    client, supervisor = lab
+    specs = [dict(spec, epochs=40) for spec in GROUP]
+    _, (a, b, c) = client.submit_group(specs)
+    sup = supervisor(slots=1)
+    drive(sup, lambda: min(client.get(i).epochs_done for i in (a, b, c)) >= 2)
+    first_pid = client.get(a).pid
+    client.cancel(b)
+    drive(sup, lambda: all(client.get(i).status.is_final for i in (a, b, c)) and not sup.active)
+    cancelled = client.get(b)
+    assert cancelled.status == RunStatus.CANCELLED and cancelled.crashes == 0 and cancelled.epochs_done < 40
+    assert epochs_of(client, b) == list(range(1, cancelled.epochs_done + 1))
+    for run_id in (a, c):
+        run = client.get(run_id)
+        assert run.status == RunStatus.COMPLETED and run.crashes == 0 and run.attempts == 2, run.error
+        assert epochs_of(client, run_id) == list(range(1, 41))
+        assert "of this fused process was cancelled" in config.log_path(run_id).read_text()
+    assert client.get(a).pid == client.get(c).pid != first_pid  # resumed together, without b
+    assert "stopped at a batch boundary (cancel)" in config.log_path(b).read_text()
+
+
+@sqlite_only
+def test_a_fused_process_killed_mid_run_resumes_and_ends_as_if_never_killed(lab):
+    client, supervisor = lab
+    specs = [dict(spec, epochs=20) for spec in GROUP]
+    _, ids = client.submit_group(specs)
+    sup = supervisor(slots=1)
+    drive(sup, lambda: min(client.get(i).epochs_done for i in ids) >= 3)
+    pid = client.get(ids[0]).pid
+    assert {client.get(i).pid for i in ids} == {pid}
+    os.kill(pid, signal.SIGKILL)
+    killed_at = max(client.get(i).epochs_done for i in ids)
+    drive(sup, lambda: all(client.get(i).status.is_final for i in ids) and not sup.active)
+    assert killed_at < 20
+    for run_id, spec in zip(ids, specs, strict=True):
+        run = client.get(run_id)
+        assert run.status == RunStatus.COMPLETED and run.attempts == 2 and run.crashes == 1, run.error
+        assert "killed by SIGKILL (signal 9)" in config.log_path(run_id).read_text()
+        assert run.pid != pid
+        assert_rows_close(client.metrics(run_id), alone(spec))
+
+
+@sqlite_only
+def test_with_fuse_max_1_each_run_of_a_group_is_its_own_process(lab, monkeypatch):
+    client, supervisor = lab
+    monkeypatch.setenv("GCE_LAB_FUSE_MAX", "1")
+    _, ids = client.submit_group([dict(TINY, epochs=2, seed=s) for s in (0, 1)])
+    sup = supervisor(slots=1, fuse_max=SupervisorSettings.from_env().fuse_max)
+    drive(sup, lambda: all(client.get(i).status.is_final for i in ids) and not sup.active)
+    runs = [client.get(i) for i in ids]
+    assert all(r.status == RunStatus.COMPLETED for r in runs) and runs[0].pid != runs[1].pid
+    assert "fused" not in config.log_path(ids[0]).read_text()
+
+
+@sqlite_only
+def test_a_fused_process_that_outlives_its_supervisor_is_adopted_into_one_slot(lab):
+    client, supervisor = lab
+    _, ids = client.submit_group([dict(spec, epochs=30) for spec in GROUP])
+    old = supervisor(slots=1)
+    drive(old, lambda: min(client.get(i).epochs_done for i in ids) >= 1)
+    (started,) = {id(a.handle): a.handle for a in old.active.values()}.values()
+    old.active.clear()  # its supervisor is gone: the process goes on, unwatched
+    old.close()
+    new = supervisor(slots=2)
+    report = new.tick(time.time())
+    assert report.adopted == ids and report.started == []
+    (handle,) = {id(a.handle): a.handle for a in new.active.values()}.values()
+    assert handle.pid == started.pid and len(new._free_slots()) == 1  # one process, one slot
+    drive(new, lambda: all(client.get(i).status.is_final for i in ids) and not new.active)
+    for run_id in ids:
+        run = client.get(run_id)
+        assert run.status == RunStatus.COMPLETED and run.attempts == 1 and run.crashes == 0, run.error
+        assert epochs_of(client, run_id) == list(range(1, 31))
+    started.proc.wait(timeout=10)  # reap it: it was this test's child
