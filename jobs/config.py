@@ -70,6 +70,13 @@ def run_dir(run_id: str, home: Path | None = None) -> Path:
     return (home or lab_home()) / "runs" / run_id
 
 
+def compile_cache_env(home: Path | None = None) -> dict[str, str]:
+    """Where torch.compile keeps its compiled kernels for every run of this lab home
+    (<lab home>/compile-cache), so a spec with ``compile`` pays the compile time once, not once
+    per run's process; an inductor cache dir already set in the environment wins."""
+    return {"TORCHINDUCTOR_CACHE_DIR": str((home or lab_home()) / "compile-cache")}
+
+
 def log_path(run_id: str, home: Path | None = None) -> Path:
     """The run's stdout and stderr, every attempt appended."""
     return run_dir(run_id, home) / LOG_FILE

@@ -80,7 +80,7 @@ class LocalExecutor:
         self.host = socket.gethostname()
 
     def _env(self, slot: Slot, extra: Mapping[str, str]) -> dict[str, str]:
-        env = {**os.environ, **slot.env, **extra}
+        env = {**config.compile_cache_env(self.home), **os.environ, **slot.env, **extra}
         env[config.ENV_DB_URL] = self.db_url
         env[config.ENV_HOME] = str(self.home)
         env["PYTHONUNBUFFERED"] = "1"

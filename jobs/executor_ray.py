@@ -185,7 +185,8 @@ class RayExecutor:
 
     def _env(self, slot: Slot, extra: Mapping[str, str]) -> dict[str, str]:
         # Only what the training process reads; each node keeps its own data folder ($GCE_LAB_DATA).
-        env = {**slot.env, **extra, config.ENV_DB_URL: self.db_url, config.ENV_HOME: str(self.home)}
+        env = {**config.compile_cache_env(self.home), **slot.env, **extra,
+               config.ENV_DB_URL: self.db_url, config.ENV_HOME: str(self.home)}
         env["PYTHONUNBUFFERED"] = "1"
         return env
 

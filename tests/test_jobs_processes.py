@@ -281,3 +281,12 @@ def test_a_fused_process_that_outlives_its_supervisor_is_adopted_into_one_slot(l
         assert run.status == RunStatus.COMPLETED and run.attempts == 1 and run.crashes == 0, run.error
         assert epochs_of(client, run_id) == list(range(1, 31))
     started.proc.wait(timeout=10)  # reap it: it was this test's child
+
+
+def test_every_run_process_shares_one_compile_cache_under_the_lab_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    executor = LocalExecutor(db_url="sqlite://", home=tmp_path)
+    env = executor._env(cpu_slots(1)[0], {})
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path.absolute() / "compile-cache")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")  # the user's choice wins
+    assert executor._env(cpu_slots(1)[0], {})["TORCHINDUCTOR_CACHE_DIR"] == "/elsewhere"
