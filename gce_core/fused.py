@@ -250,7 +250,7 @@ class FusedGroup:
     # --- one epoch --------------------------------------------------------------------------
     def train_one_epoch(self, should_stop) -> list[dict] | None:
         k, dev = self.k, self.device
-        plans = [plan_epoch(s, d, st.generator, st.weights, dev)
+        plans = [plan_epoch(s, d, st.generator, st.weights, dev, with_images=False)
                  for s, d, st in zip(self.specs, self.datas, self.states, strict=True)]
         perm = torch.stack([p.perm for p in plans])  # (K, N)
         labels = torch.stack([p.y for p in plans])

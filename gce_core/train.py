@@ -230,9 +230,11 @@ class EpochPlan:
 
 def plan_epoch(
     spec: RunSpec, data: ExperimentData, generator: torch.Generator, weights: torch.Tensor,
-    device: torch.device,
+    device: torch.device, *, with_images: bool = True,
 ) -> EpochPlan:
-    """Draw the epoch's order (and augmentation) from ``generator``, in the trainer's fixed order."""
+    """Draw the epoch's order (and augmentation) from ``generator``, in the trainer's fixed order.
+    ``with_images``: also lay a small training set out in that order (plan.x); the fused trainer,
+    which gathers its own stacked batches, says False."""
     n = data.n_train
     perm = torch.randperm(n, generator=generator)
     offsets = flips = None
@@ -242,7 +244,7 @@ def plan_epoch(
     perm = perm.to(device)
     w = weights[perm] if spec.loss == "truncated_lq" else None
     x = None
-    if data.x_train.numel() * data.x_train.element_size() <= PREPERMUTE_MAX_BYTES:
+    if with_images and data.x_train.numel() * data.x_train.element_size() <= PREPERMUTE_MAX_BYTES:
         x = data.x_train[perm]
     return EpochPlan(perm, data.y_train[perm], w, offsets, flips, x)
 

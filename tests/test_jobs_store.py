@@ -127,23 +127,30 @@ def test_claim_takes_the_oldest_waiting_run_once(store):
     assert claim(store) is None
 
 
-def test_concurrent_claims_never_hand_out_a_run_twice(store):
-    ids = set(queue(store, 30))
-    got: list[str] = []
+def claim_concurrently(store, take, workers: int = 6) -> list:
+    """What ``take(store, worker=name)`` returned, called until falsy by ``workers`` threads,
+    each with its own Store on the same database."""
+    got: list = []
     lock = threading.Lock()
 
     def worker(name):
         mine = Store(store.url)
-        while (run := claim(mine, worker=name)) is not None:
+        while taken := take(mine, worker=name):
             with lock:
-                got.append(run.id)
+                got.append(taken)
         mine.close()
 
-    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(6)]
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(workers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return got
+
+
+def test_concurrent_claims_never_hand_out_a_run_twice(store):
+    ids = set(queue(store, 30))
+    got = [run.id for run in claim_concurrently(store, claim)]
     assert sorted(got) == sorted(ids)
 
 
@@ -197,21 +204,7 @@ def test_claim_group_resumes_interrupted_runs_together_with_a_new_token(store):
 
 def test_concurrent_group_claims_never_hand_out_a_run_twice(store):
     groups = {f"g{i}": set(queue(store, 10, group=f"g{i}", now=100.0 + i)) for i in range(3)}
-    got: list[list] = []
-    lock = threading.Lock()
-
-    def worker(name):
-        mine = Store(store.url)
-        while runs := claim_group(mine, max_runs=3, worker=name):
-            with lock:
-                got.append(runs)
-        mine.close()
-
-    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    got = claim_concurrently(store, lambda mine, worker: claim_group(mine, max_runs=3, worker=worker))
     taken = [r.id for runs in got for r in runs]
     assert sorted(taken) == sorted(set().union(*groups.values()))
     for runs in got:
