@@ -74,12 +74,15 @@ class Chain:
         return None if p is None else p.detach()
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, keep: bool = True):
-        """Logits of x ((B, ...) or (K, B, ...)); with ``keep``, also the tape for backward."""
+    def forward(self, x: torch.Tensor, keep: bool = True, out: torch.Tensor | None = None):
+        """Logits of x ((B, ...) or (K, B, ...)); with ``keep``, also the tape for backward.
+        ``out``: a contiguous tensor the logits are written into (when the chain ends in a
+        Linear layer; otherwise they are copied there)."""
         h, tape = x, []
         owned = False  # h is this call's own product, free to overwrite (ReLU in place)
         mm, addmm = (torch.bmm, torch.baddbmm) if self.stacked else (torch.mm, torch.addmm)
-        for kind, _name, _w, b, w_t in self._program:
+        last = len(self._program) - 1
+        for i, (kind, _name, _w, b, w_t) in enumerate(self._program):
             if kind == "flatten":
                 h = h.flatten(2 if self.stacked else 1)
             elif kind == "relu":
@@ -89,8 +92,12 @@ class Chain:
             else:
                 if keep:
                     tape.append(h)
-                h = mm(h, w_t) if b is None else addmm(b, h, w_t)
+                target = out if i == last else None
+                h = mm(h, w_t, out=target) if b is None else addmm(b, h, w_t, out=target)
                 owned = True
+        if out is not None and h is not out:
+            out.copy_(h)
+            h = out
         return (h, tape) if keep else h
 
     @torch.no_grad()

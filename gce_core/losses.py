@@ -19,6 +19,11 @@ underflows to 0.
 the logits, without building an autograd graph for the loss: it runs the float ops of the forward
 and, in autograd's order, those of its backward, so value and gradient are bitwise the composite's,
 and a step with Lq costs within a few ops of one with CCE.
+
+Every loss takes its log-probabilities from ``class_log_softmax``: ``log_softmax`` over the class
+dimension, computed on the CPU, for fewer than 16 classes, over the transposed view, where
+ATen's kernel vectorises across samples (its last-dimension kernel runs a scalar exp per entry
+there, about 4x slower for 10 classes; the two differ in the last bit at most).
 """
 
 from __future__ import annotations
@@ -92,6 +97,39 @@ def _logit_rows(logits: torch.Tensor) -> torch.Tensor:
     return _float_logits(logits)
 
 
+# Below this many classes the CPU log_softmax takes the transposed (samples-vectorised) kernel.
+_TRANSPOSED_BELOW = 16
+
+
+def _transposed(z: torch.Tensor) -> bool:
+    return z.device.type == "cpu" and z.shape[-1] < _TRANSPOSED_BELOW
+
+
+def class_log_softmax(z: torch.Tensor) -> torch.Tensor:
+    """log_softmax over the last (class) dimension of z (..., C); see the module note on the
+    CPU's transposed kernel. The result may be a transposed view."""
+    if _transposed(z):
+        return torch.log_softmax(z.transpose(-1, -2), dim=-2).transpose(-1, -2)
+    return torch.log_softmax(z, dim=-1)
+
+
+def class_softmax(z: torch.Tensor) -> torch.Tensor:
+    """softmax over the last (class) dimension of z (..., C), like ``class_log_softmax``."""
+    if _transposed(z):
+        return torch.softmax(z.transpose(-1, -2), dim=-2).transpose(-1, -2)
+    return torch.softmax(z, dim=-1)
+
+
+def _class_log_softmax_backward(grad_log_p: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """d loss / d z from d loss / d log_p, for log_p = class_log_softmax(z): the kernel autograd
+    runs for it, on the same layout."""
+    if _transposed(log_p):
+        return torch._log_softmax_backward_data(
+            grad_log_p.transpose(-1, -2), log_p.transpose(-1, -2), -2, log_p.dtype
+        ).transpose(-1, -2)
+    return torch._log_softmax_backward_data(grad_log_p, log_p, -1, log_p.dtype)
+
+
 def _truncated(values: torch.Tensor, log_p: torch.Tensor, q: float, k: float) -> torch.Tensor:
     """Lq ``values`` with every entry where f_y <= k replaced by the constant Lq(k)."""
     return torch.where(log_p > math.log(k), values, torch.full_like(values, lq_constant(k, q)))
@@ -100,8 +138,8 @@ def _truncated(values: torch.Tensor, log_p: torch.Tensor, q: float, k: float) ->
 def log_prob_of_target(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log f_y for each sample: logits (N, C), targets (N,) -> (N,), computed in float32 or wider."""
     logits = _logit_rows(logits)
-    # cross_entropy is one fused, numerically stable kernel for -log_softmax gathered at y.
-    return -F.cross_entropy(logits, targets, reduction="none")
+    # nll_loss picks -log_p at y; negated back, exactly.
+    return -F.nll_loss(class_log_softmax(logits), targets, reduction="none")
 
 
 def lq_of_log_prob(log_p: torch.Tensor, q: float) -> torch.Tensor:
@@ -118,7 +156,8 @@ def cce(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") ->
     """Categorical cross entropy -log f_y. logits (N, C), targets (N,) int64."""
     if reduction not in REDUCTIONS:
         _reduce(logits, reduction)  # raises the uniform message
-    return F.cross_entropy(_float_logits(logits), targets, reduction=reduction)
+    # cross_entropy's own composition (nll_loss of log_softmax), with the lab's log_softmax
+    return F.nll_loss(class_log_softmax(_float_logits(logits)), targets, reduction=reduction)
 
 
 def mae(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -247,12 +286,12 @@ def loss_and_grad(
     name = canonical_loss_name(loss)
     z = _logit_rows(logits)
     n = z.shape[0]
-    log_p = torch.log_softmax(z, dim=1)
+    log_p = class_log_softmax(z)
     rows = targets[:, None]
     inv_n = _f32(1.0 / n)  # mean backward: 1/N in float32 (N is exact, so one rounding)
     if name == "cce":
         value = F.nll_loss(log_p, targets)
-        g = torch.full((n, 1), -inv_n, dtype=log_p.dtype, device=log_p.device)
+        g = -inv_n  # the same float32 number in every row
     else:
         log_py = log_p.gather(1, rows)  # (N, 1)
         if name == "mae":
@@ -285,9 +324,10 @@ def loss_and_grad(
             g = g * q
             value = values.mean()
         # log f_y = -nll: that neg and nll_loss's own negation cancel exactly
-    grad_log_p = torch.zeros_like(log_p).scatter_(1, rows, g.expand(n, 1))
-    grad = torch._log_softmax_backward_data(grad_log_p, log_p, 1, log_p.dtype)
-    return value, grad.to(logits.dtype)
+    grad_log_p = torch.zeros_like(log_p)
+    grad_log_p.scatter_(1, rows, g if isinstance(g, float) else g.expand(n, 1))
+    grad = _class_log_softmax_backward(grad_log_p, log_p)
+    return value, grad if grad.dtype == logits.dtype else grad.to(logits.dtype)
 
 
 def backward_loss(
@@ -333,7 +373,7 @@ def stacked_loss_and_grad(
         )
     z = _float_logits(logits)
     n_runs, n = z.shape[:2]
-    log_p = torch.log_softmax(z, dim=2)
+    log_p = class_log_softmax(z)
     rows = targets[..., None]  # (K, B, 1)
     log_py = log_p.gather(2, rows)
     inv_n = _f32(1.0 / n)
@@ -378,5 +418,5 @@ def stacked_loss_and_grad(
         for j, i in enumerate(idx):
             values[i] = vals[j].mean()
     grad_log_p = torch.zeros_like(log_p).scatter_(2, rows, grad_y)
-    grad = torch._log_softmax_backward_data(grad_log_p, log_p, 2, log_p.dtype)
+    grad = _class_log_softmax_backward(grad_log_p, log_p)
     return torch.stack(values), grad.to(logits.dtype)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from gce_core.bounds import loss_sum
+from gce_core.losses import class_softmax
 
 if TYPE_CHECKING:
     from gce_core.experiment_data import ExperimentData
@@ -47,7 +48,7 @@ def training_pass_metrics(
     """
     logits = logits.float()
     pred = logits.argmax(dim=1)
-    f_y = torch.softmax(logits, dim=1).gather(1, y_noisy[:, None]).squeeze(1)
+    f_y = class_softmax(logits).gather(1, y_noisy[:, None]).squeeze(1)
     has_clean = y_clean >= 0
     hit_noisy = pred == y_noisy
     hit_clean = pred == y_clean  # never true for open-set images (clean label -1)

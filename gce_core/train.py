@@ -276,7 +276,8 @@ def train_one_epoch(
     loss_total = torch.zeros((), device=device)
     model, opt = st.forward_model, st.stepper
     loss_kw = {"q": spec.q, "k": spec.k}
-    model.train()
+    if st.chain is None:  # a chain has no train/eval behaviour
+        model.train()
     for start in range(0, n, bs):
         if should_stop is not None and should_stop():
             return None
@@ -284,7 +285,7 @@ def train_one_epoch(
         xb = batch_images(spec, data, plan, sl, device)
         weights = plan.weights[sl] if plan.weights is not None else None
         if st.chain is not None:
-            logits, tape = st.chain.forward(xb)
+            logits, tape = st.chain.forward(xb, out=logits_seen[sl])
             loss, dlogits = loss_and_grad(logits, plan.y[sl], spec.loss, weights=weights, **loss_kw)
             st.chain.backward(tape, dlogits, st.chain_grads)
         else:
@@ -292,8 +293,8 @@ def train_one_epoch(
                 logits = model(xb)
             opt.zero_grad()
             loss = backward_loss(logits, plan.y[sl], spec.loss, weights=weights, **loss_kw)
+            logits_seen[sl] = logits.detach()
         opt.step()
-        logits_seen[sl] = logits.detach()
         loss_total.add_(loss, alpha=xb.shape[0])
     return epoch_train_metrics(data, plan.perm, logits_seen, loss_total)
 
@@ -301,12 +302,15 @@ def train_one_epoch(
 @torch.inference_mode()
 def _evaluate_epoch(spec: RunSpec, st: RunState, data: ExperimentData, device) -> dict:
     model = st.model
-    model.eval()
-    # A chain model's forward without nn.Module's call machinery: the same products, bitwise.
+    # A chain model's forward without nn.Module's call machinery: the same products, bitwise
+    # (and no train/eval behaviour to switch).
     net = model if st.chain is None else (lambda x: st.chain.forward(x, keep=False))
+    if st.chain is None:
+        model.eval()
     val_logits = _forward_eval(net, data.x_val, device)
     test_logits = _forward_eval(net, data.x_test, device)
-    model.train()
+    if st.chain is None:
+        model.train()
     return evaluation_metrics(spec, val_logits, data.y_val, test_logits, data.y_test)
 
 
