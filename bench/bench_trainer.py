@@ -49,22 +49,29 @@ def paper_style_lq(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Ten
     return ((1 - p_y**q) / q).mean()
 
 
-def plain_loop(spec: RunSpec, data: ExperimentData) -> dict:
-    """Train ``spec`` the plain way: DataLoader batches, .item() per batch, per-epoch eval."""
-    model = init_seeded(spec.model, tuple(data.x_train.shape[1:]), data.num_classes, spec.seed)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
-    )
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(spec.lr_milestones), spec.lr_gamma)
-    shuffle = torch.Generator().manual_seed(spec.seed + 1)
-    train_loader = DataLoader(
-        TensorDataset(data.x_train, data.y_train), batch_size=spec.batch_size, shuffle=True,
-        generator=shuffle,
-    )
-    val_loader = DataLoader(TensorDataset(data.x_val, data.y_val), batch_size=EVAL_BATCH)
-    test_loader = DataLoader(TensorDataset(data.x_test, data.y_test), batch_size=EVAL_BATCH)
+class PlainLoop:
+    """Train ``spec`` the plain way: DataLoader batches, .item() per batch, per-epoch eval.
+    ``epoch()`` runs one epoch (for epoch-by-epoch timing), ``run()`` all of them."""
 
-    def accuracy(loader) -> float:
+    def __init__(self, spec: RunSpec, data: ExperimentData):
+        self.spec = spec
+        self.model = init_seeded(spec.model, tuple(data.x_train.shape[1:]), data.num_classes, spec.seed)
+        self.opt = torch.optim.SGD(
+            self.model.parameters(), lr=spec.lr, momentum=spec.momentum,
+            weight_decay=spec.weight_decay,
+        )
+        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, list(spec.lr_milestones), spec.lr_gamma)
+        shuffle = torch.Generator().manual_seed(spec.seed + 1)
+        self.train_loader = DataLoader(
+            TensorDataset(data.x_train, data.y_train), batch_size=spec.batch_size, shuffle=True,
+            generator=shuffle,
+        )
+        self.val_loader = DataLoader(TensorDataset(data.x_val, data.y_val), batch_size=EVAL_BATCH)
+        self.test_loader = DataLoader(TensorDataset(data.x_test, data.y_test), batch_size=EVAL_BATCH)
+        self.history: list[tuple[float, float, float, float]] = []
+
+    def accuracy(self, loader) -> float:
+        model = self.model
         model.eval()
         correct = total = 0
         with torch.no_grad():
@@ -74,11 +81,11 @@ def plain_loop(spec: RunSpec, data: ExperimentData) -> dict:
         model.train()
         return correct / total
 
-    history = []
-    for _ in range(spec.epochs):
+    def epoch(self) -> None:
+        model, opt, spec = self.model, self.opt, self.spec
         model.train()
         loss_sum = correct = seen = 0.0
-        for x, y in train_loader:
+        for x, y in self.train_loader:
             opt.zero_grad()
             logits = model(x)
             loss = F.cross_entropy(logits, y) if spec.loss == "cce" else paper_style_lq(logits, y, spec.q)
@@ -87,9 +94,20 @@ def plain_loop(spec: RunSpec, data: ExperimentData) -> dict:
             loss_sum += loss.item() * y.size(0)
             correct += logits.argmax(1).eq(y).sum().item()
             seen += y.size(0)
-        sched.step()
-        history.append((loss_sum / seen, correct / seen, accuracy(val_loader), accuracy(test_loader)))
-    return {"last_test_acc": history[-1][3]}
+        self.sched.step()
+        self.history.append(
+            (loss_sum / seen, correct / seen, self.accuracy(self.val_loader), self.accuracy(self.test_loader))
+        )
+
+    def run(self) -> dict:
+        for _ in range(self.spec.epochs):
+            self.epoch()
+        return {"last_test_acc": self.history[-1][3]}
+
+
+def plain_loop(spec: RunSpec, data: ExperimentData) -> dict:
+    """A whole plain-loop run of ``spec`` (see PlainLoop)."""
+    return PlainLoop(spec, data).run()
 
 
 def run_flops(spec: RunSpec, data: ExperimentData) -> int:
@@ -115,19 +133,27 @@ def run_flops(spec: RunSpec, data: ExperimentData) -> int:
     return spec.epochs * (per_epoch + forward(data.x_val) + forward(data.x_test))
 
 
-def epoch_times(specs: dict[str, RunSpec], data: ExperimentData, rounds: int) -> dict[str, list[float]]:
-    """Seconds of single complete epochs (training pass, evaluation, metrics row) of each spec's
-    run, alternating between the runs ``rounds`` times: a per-epoch cost, many short samples."""
+def epoch_times(
+    specs: dict[str, RunSpec], data: ExperimentData, rounds: int, plain: tuple[str, ...] = ()
+) -> dict[str, list[float]]:
+    """Seconds of single complete epochs of each spec's run, alternating between the runs
+    ``rounds`` times: a per-epoch cost, many short samples, so that a slow spell of the machine
+    hits every contender alike. Lab epochs are the trainer's (training pass, evaluation,
+    metrics row); the specs named in ``plain`` are also timed as plain-loop epochs, under the
+    name "plain_<name>"."""
     device = torch.device("cpu")
     states = {name: new_state(spec, data, device) for name, spec in specs.items()}
+    for spec in specs.values():
+        if rounds + 2 > spec.epochs:
+            raise SystemExit(f"--epoch-rounds {rounds} needs specs of at least {rounds + 2} epochs")
 
     def one_epoch(name: str):
         return lambda: run_epochs(specs[name], states[name], data, device, states[name].epoch + 1)
 
-    for spec in specs.values():
-        if rounds + 2 > spec.epochs:
-            raise SystemExit(f"--epoch-rounds {rounds} needs specs of at least {rounds + 2} epochs")
-    return interleaved({name: one_epoch(name) for name in specs}, rounds, warmup=2)
+    contenders = {name: one_epoch(name) for name in specs}
+    for name in plain:
+        contenders[f"plain_{name}"] = PlainLoop(specs[name], data).epoch
+    return interleaved(contenders, rounds, warmup=2)
 
 
 def run(epochs: int = 200, repeats: int = 5, threads: int | None = None, epoch_rounds: int = 150) -> Report:
@@ -153,8 +179,11 @@ def run(epochs: int = 200, repeats: int = 5, threads: int | None = None, epoch_r
     per_epoch = epoch_times(
         {"cce": specs["cce"].model_copy(update={"epochs": epoch_rounds + 2}),
          "lq": specs["lq"].model_copy(update={"epochs": epoch_rounds + 2})},
-        data, epoch_rounds,
+        data, epoch_rounds, plain=("cce", "lq"),
     )
+    epoch_speed = {
+        loss: paired_ratio(per_epoch[f"plain_{loss}"], per_epoch[loss]) for loss in ("cce", "lq")
+    }
     lq_cost = paired_ratio(per_epoch["lq"], per_epoch["cce"])
     lq_cost_runs = paired_ratio(times["lab_lq"], times["lab_cce"])
     n_train = data.n_train
@@ -178,6 +207,22 @@ def run(epochs: int = 200, repeats: int = 5, threads: int | None = None, epoch_r
         f"peak of {peak / 1e9:.0f} GFLOP/s ({peak_what}, same process).",
     )
     epoch_med = {k: statistics.median(v) * 1e3 for k, v in per_epoch.items()}
+    by_epoch = Table(
+        "Trainer vs plain DataLoader loop, epoch by epoch (same network, data and spec)",
+        ["loss", "plain loop: ms per epoch (baseline)", "lab trainer: ms per epoch",
+         "speed-up (plain / lab)"],
+        [
+            [label, f"{epoch_med[f'plain_{loss}']:.2f}", f"{epoch_med[loss]:.2f}",
+             fmt_x(epoch_speed[loss])]
+            for loss, label in (("cce", "CCE"), ("lq", "Lq (q = 0.7)"))
+        ],
+        f"{epoch_rounds} single epochs of each of the four, in alternating order; speed-up is the "
+        "median of the per-round ratios. The whole runs above take minutes of wall time in all, "
+        "and this machine's speed drifts within them; single epochs (milliseconds) put a plain "
+        "and a lab epoch of one round within milliseconds of each other. A lab epoch is complete "
+        "(training pass, evaluation, metrics row); a plain one trains and computes validation "
+        "and test accuracy.",
+    )
     lq_table = Table(
         "Lab trainer: epoch time with Lq against CCE (same spec)",
         ["loss", "ms per epoch", "epoch time vs CCE", f"whole {epochs}-epoch runs vs CCE"],
@@ -190,12 +235,13 @@ def run(epochs: int = 200, repeats: int = 5, threads: int | None = None, epoch_r
         "the runs of the table above.",
     )
     targets = [
-        f"lab trainer >= 2x faster than the plain loop (CCE): {fmt_x(speed_cce)} — "
-        + ("met" if speed_cce >= 2 else "NOT met"),
+        f"lab trainer >= 2x faster than the plain loop (CCE): {fmt_x(speed_cce)} in whole runs, "
+        f"{fmt_x(epoch_speed['cce'])} epoch by epoch — "
+        + ("met" if min(speed_cce, epoch_speed["cce"]) >= 2 else "NOT met (both must reach 2x)"),
         f"Lq epoch time <= 1.05 x CCE's: {lq_cost:.3f} — " + ("met" if lq_cost <= 1.05 else "NOT met"),
     ]
     name = f"Trainer (bench/bench_trainer.py, {torch.get_num_threads()} thread(s))"
-    return Report(name, facts, [speed, lq_table], targets)
+    return Report(name, facts, [speed, by_epoch, lq_table], targets)
 
 
 def main(argv: list[str] | None = None) -> Report:
