@@ -341,7 +341,8 @@ def backward_loss(
 ) -> torch.Tensor:
     """Backpropagate the batch-mean loss from ``logits`` (N, C), which must require grad, and
     return its value, detached. The gradient is the composite loss's, bit for bit: CCE through
-    autograd (two fused kernels, already the cheapest), the others through loss_and_grad."""
+    autograd (log_softmax and nll_loss kernels, already the cheapest), the others through
+    loss_and_grad."""
     if canonical_loss_name(loss) == "cce":
         value = cce(logits, targets)
         value.backward()
