@@ -58,3 +58,21 @@ def test_trainer_rows_do_not_depend_on_the_path(monkeypatch):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
     assert strip(fast) == strip(slow)
+
+
+def test_chain_forward_writes_the_logits_into_out_bitwise():
+    g = torch.Generator().manual_seed(1)
+    model = init_seeded("mlp", (1, 8, 8), 10, 0)
+    chain = Chain(layer_chain(model), dict(model.named_parameters()))
+    x = torch.randn(20, 1, 8, 8, generator=g)
+    want, _ = chain.forward(x)
+    buffer = torch.full((30, 10), float("nan"))
+    got, tape = chain.forward(x, out=buffer[5:25])
+    assert got.data_ptr() == buffer[5:25].data_ptr() and torch.equal(got, want)
+    assert torch.isnan(buffer[:5]).all() and torch.isnan(buffer[25:]).all() and len(tape) == 5
+
+    relu_last = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    chain = Chain(layer_chain(relu_last), dict(relu_last.named_parameters()))
+    x, out = torch.randn(6, 4, generator=g), torch.empty(6, 3)
+    got = chain.forward(x, keep=False, out=out)
+    assert got is out and torch.equal(out, relu_last(x).detach())

@@ -9,6 +9,8 @@ from gce_core.losses import (
     acs_weights,
     canonical_loss_name,
     cce,
+    class_log_softmax,
+    class_softmax,
     loss_and_grad,
     loss_values,
     lq,
@@ -159,11 +161,12 @@ def test_bf16_logits_are_computed_in_float32(batch):
 
 @pytest.mark.parametrize("name", ["cce", "mae", "lq", "truncated_lq"])
 @pytest.mark.parametrize("n", [64, 13])
-def test_loss_and_grad_is_bitwise_autograd(name, n):
+@pytest.mark.parametrize("classes", [10, 20])  # the transposed CPU log_softmax, and the usual one
+def test_loss_and_grad_is_bitwise_autograd(name, n, classes):
     g = torch.Generator().manual_seed(n)
-    logits = torch.randn(n, 10, generator=g) * 5
-    logits[0] = torch.tensor([1e4] + [-1e4] * 9)  # f_y underflows where y != 0
-    targets = torch.randint(0, 10, (n,), generator=g)
+    logits = torch.randn(n, classes, generator=g) * 5
+    logits[0] = torch.tensor([1e4] + [-1e4] * (classes - 1))  # f_y underflows where y != 0
+    targets = torch.randint(0, classes, (n,), generator=g)
     weights = (torch.rand(n, generator=g) > 0.3).float() if name == "truncated_lq" else None
     leaf = logits.clone().requires_grad_(True)
     value = loss_values(leaf, targets, name, q=0.3, k=0.4, weights=weights)
@@ -185,3 +188,16 @@ def test_stacked_loss_and_grad_is_each_runs_own():
         w = weights[i] if name == "truncated_lq" else None
         value, grad = loss_and_grad(logits[i], targets[i], name, q=q, k=k, weights=w)
         assert torch.equal(values[i], value) and torch.equal(grads[i], grad)
+
+
+@pytest.mark.parametrize("classes", [2, 10, 15, 16, 100])
+@pytest.mark.parametrize("shape", [(37,), (3, 37)])
+def test_class_log_softmax_and_softmax_are_torchs_over_the_last_dimension(classes, shape):
+    g = torch.Generator().manual_seed(classes)
+    z = torch.randn(*shape, classes, generator=g) * 8
+    got_log, got = class_log_softmax(z), class_softmax(z)
+    torch.testing.assert_close(got_log, torch.log_softmax(z, dim=-1), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got, torch.softmax(z, dim=-1), rtol=1e-6, atol=1e-7)
+    # On the CPU, fewer than 16 classes take the kernel over the transposed view
+    assert (got_log.stride(-1) != 1) == (classes < 16)
+    assert got_log.shape == z.shape and torch.allclose(got.sum(-1), torch.ones(shape))
