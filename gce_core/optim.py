@@ -3,10 +3,11 @@
 A small model's SGD step is a few dozen tiny kernels (weight decay, momentum, update, for every
 tensor) plus Python bookkeeping; on a CPU that costs as much as a sizeable share of the model's
 own arithmetic. ``FlatSGD`` lays every parameter, gradient and momentum buffer out as views into
-three flat tensors and runs the same element-wise ops as SGD's foreach path (weight decay
-``g + wd * p``, momentum ``b * m + (1 - dampening) * d``, update ``p - lr * b``) once on the
-whole buffer: each element sees the same float ops in the same order, so the result is bitwise
-the foreach optimiser's.
+three flat tensors and runs the optimiser's own element-wise arithmetic once on the whole
+buffer, in the optimiser's flavour: with ``fused=True`` (the lab's choice, make_optimizer) torch's
+fused SGD kernel, one pass; otherwise the ops of SGD's foreach path (weight decay
+``g + wd * p``, momentum ``b * m + (1 - dampening) * d``, update ``p - lr * b``). Each element
+sees the same float ops in the same order, so the result is bitwise the torch optimiser's.
 
 The torch optimiser stays the source of truth: hyper-parameters are read from its
 ``param_groups`` at every step (a scheduler changes them there), and its momentum buffers are
@@ -111,6 +112,17 @@ class FlatSGD:
         group = self.optimizer.param_groups[0]
         lr, wd = group["lr"], group["weight_decay"]
         momentum, dampening = group["momentum"], group["dampening"]
+        if group.get("fused"):
+            first = momentum != 0 and not self.has_momentum
+            torch._fused_sgd_(
+                [self.values], [self.grads], [self.momentum] if momentum != 0 else [],
+                weight_decay=wd, momentum=momentum, lr=lr, dampening=dampening,
+                nesterov=False, maximize=False, is_first_step=first,
+            )
+            if first:
+                self.has_momentum = True
+                self._point_state_at_momentum()
+            return
         d = self.grads
         if wd != 0:
             d = torch.add(self.grads, self.values, alpha=wd, out=self._decayed)

@@ -93,12 +93,13 @@ class RunState:
 
 
 def make_optimizer(spec: RunSpec, params) -> torch.optim.Optimizer:
-    """The spec's optimiser over ``params``: foreach, whose per-element arithmetic is the same
-    for a tensor alone or stacked with others (fused kernels round differently in the last bit)."""
+    """The spec's optimiser over ``params``, with element-wise arithmetic that is the same for a
+    tensor alone or stacked with others (fused runs stack K runs' tensors): SGD's fused kernel
+    (one pass per step; optim.FlatSGD runs it on its flat buffer), Adam's foreach path."""
     if spec.optimizer == "adam":
         return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True)
     return torch.optim.SGD(
-        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, foreach=True
+        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, fused=True
     )
 
 

@@ -7,9 +7,9 @@ from gce_core.models import init_seeded
 from gce_core.optim import FlatSGD
 
 
-def make(opt_cls=torch.optim.SGD, **kw):
+def make(opt_cls=torch.optim.SGD, flavour="foreach", **kw):
     model = init_seeded("mlp", (1, 8, 8), 10, seed=0)
-    opt = opt_cls(model.parameters(), lr=0.05, weight_decay=1e-3, foreach=True, **kw)
+    opt = opt_cls(model.parameters(), lr=0.05, weight_decay=1e-3, **{flavour: True}, **kw)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[3], gamma=0.1)
     return model, opt, sched
 
@@ -34,9 +34,13 @@ def run(model, opt, sched, stepper, steps, start=0):
         sched.step()
 
 
-def test_flat_steps_are_bitwise_torch_sgd_with_momentum_and_schedule():
-    ref_model, ref_opt, ref_sched = make(momentum=0.9)
-    model, opt, sched = make(momentum=0.9)
+FLAVOURS = pytest.mark.parametrize("flavour", ["foreach", "fused"])  # fused: the lab's choice
+
+
+@FLAVOURS
+def test_flat_steps_are_bitwise_torch_sgd_with_momentum_and_schedule(flavour):
+    ref_model, ref_opt, ref_sched = make(flavour=flavour, momentum=0.9)
+    model, opt, sched = make(flavour=flavour, momentum=0.9)
     stepper = FlatSGD(opt)
     assert stepper.flat
     run(ref_model, ref_opt, ref_sched, None, 6)
@@ -50,13 +54,14 @@ def test_flat_steps_are_bitwise_torch_sgd_with_momentum_and_schedule():
         assert torch.equal(s["momentum_buffer"], state["state"][i]["momentum_buffer"])
 
 
-def test_resume_from_a_state_dict_continues_bitwise():
-    ref_model, ref_opt, ref_sched = make(momentum=0.9)
+@FLAVOURS
+def test_resume_from_a_state_dict_continues_bitwise(flavour):
+    ref_model, ref_opt, ref_sched = make(flavour=flavour, momentum=0.9)
     run(ref_model, ref_opt, ref_sched, None, 5)
-    model, opt, sched = make(momentum=0.9)
+    model, opt, sched = make(flavour=flavour, momentum=0.9)
     run(model, opt, sched, FlatSGD(opt), 2)
     saved = (model.state_dict(), opt.state_dict(), sched.state_dict())
-    model2, opt2, sched2 = make(momentum=0.9)
+    model2, opt2, sched2 = make(flavour=flavour, momentum=0.9)
     stepper2 = FlatSGD(opt2)
     model2.load_state_dict(saved[0])
     opt2.load_state_dict(saved[1])
@@ -72,3 +77,15 @@ def test_adam_and_nesterov_fall_back_to_torch():
     assert not FlatSGD(adam).flat
     _, nesterov, _ = make(momentum=0.9, nesterov=True)
     assert not FlatSGD(nesterov).flat
+
+
+@FLAVOURS
+def test_flat_steps_without_momentum_are_bitwise_torch_sgd(flavour):
+    ref_model, ref_opt, ref_sched = make(flavour=flavour)
+    model, opt, sched = make(flavour=flavour)
+    run(ref_model, ref_opt, ref_sched, None, 4)
+    run(model, opt, sched, FlatSGD(opt), 4)
+    assert all(torch.equal(a, b) for a, b in zip(ref_model.parameters(), model.parameters(), strict=True))
+    assert opt.state_dict()["state"] == {} or all(
+        s.get("momentum_buffer") is None for s in opt.state_dict()["state"].values()
+    )
