@@ -73,7 +73,8 @@ class Chain:
         p = self.params.get(name)
         return None if p is None else p.detach()
 
-    @torch.no_grad()
+    # No grad mode to set (a decorator costs as much as a small op, twice per step): the chain's
+    # parameters are detached views, so with data inputs no graph is ever built.
     def forward(self, x: torch.Tensor, keep: bool = True, out: torch.Tensor | None = None):
         """Logits of x ((B, ...) or (K, B, ...)); with ``keep``, also the tape for backward.
         ``out``: a contiguous tensor the logits are written into (when the chain ends in a
@@ -100,7 +101,6 @@ class Chain:
             h = out
         return (h, tape) if keep else h
 
-    @torch.no_grad()
     def backward(self, tape: list, grad: torch.Tensor, grads: Mapping[str, torch.Tensor]) -> None:
         """Write d loss / d parameter into ``grads`` (name -> tensor shaped like the parameter)
         from grad = d loss / d logits."""

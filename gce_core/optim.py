@@ -100,9 +100,9 @@ class FlatSGD:
         else:
             self.optimizer.zero_grad(set_to_none=True)
 
-    @torch.no_grad()
     def step(self) -> None:
-        """One optimiser step from the gradients the last backward left."""
+        """One optimiser step from the gradients the last backward left. (No grad mode to set:
+        the flat buffers are plain tensors, the parameters views of them through .data.)"""
         if not self.flat:
             self.optimizer.step()
             return

@@ -76,3 +76,15 @@ def test_chain_forward_writes_the_logits_into_out_bitwise():
     x, out = torch.randn(6, 4, generator=g), torch.empty(6, 3)
     got = chain.forward(x, keep=False, out=out)
     assert got is out and torch.equal(out, relu_last(x).detach())
+
+
+def test_the_chain_builds_no_graph_even_with_grad_mode_on():
+    model = init_seeded("mlp", (1, 8, 8), 10, 0)
+    assert all(p.requires_grad for p in model.parameters())
+    chain = Chain(layer_chain(model), dict(model.named_parameters()))
+    with torch.enable_grad():
+        logits, tape = chain.forward(torch.randn(5, 1, 8, 8))
+        assert not logits.requires_grad and not any(t.requires_grad for t in tape)
+        grads = {n: torch.empty_like(p) for n, p in model.named_parameters()}
+        chain.backward(tape, torch.randn(5, 10), grads)
+        assert not any(g.requires_grad for g in grads.values())
