@@ -69,12 +69,14 @@ READING = """## Reading the figures
 - **Exactness.** The trainer's shortcuts keep the arithmetic: tests/test_losses.py,
   tests/test_optim.py and tests/test_chain.py hold the closed-form loss gradients, the flat SGD
   step and the autograd-free MLP step to autograd's and torch SGD's results bit for bit;
-  tests/test_fused.py holds fused rows to one-by-one rows. One speed-up changed the last bits:
-  on the CPU, with fewer than 16 classes, the losses take log_softmax over the transposed view
-  (`gce_core.losses.class_log_softmax`; ATen's last-dimension kernel runs a scalar exp there,
-  about 4x slower for 10 classes). The two kernels differ by a few units in the last place; over
-  60 epochs of CCE under heavy noise that moved the README's last-epoch accuracies by about one
-  point, and the digits table there was re-measured with it.
+  tests/test_fused.py holds fused rows to one-by-one rows. Two speed-ups changed the last bits
+  of the arithmetic itself: on the CPU, with fewer than 16 classes, the losses take log_softmax
+  over the transposed view (`gce_core.losses.class_log_softmax`; ATen's last-dimension kernel
+  runs a scalar exp there, about 4x slower for 10 classes), and SGD runs torch's fused kernel
+  (one pass over the parameters instead of four; it rounds differently from the foreach ops).
+  Each differs from what it replaced by a few units in the last place; over 60 epochs of CCE
+  under heavy noise that moved the README's last-epoch accuracies by about one point, and the
+  digits table there was re-measured after them.
 """
 
 
