@@ -300,7 +300,7 @@ def loss_and_grad(
             g = f_y * _f32(_f32(-inv_n) * 2.0)  # mean, rsub, mul, exp
         else:
             q = check_q(q)
-            e = torch.expm1(log_py * q)
+            e = torch.mul(log_py, q).expm1_()
             values = e * (-1.0 / q)
             scale = _f32(inv_n * _f32(-1.0 / q))  # mean, then mul by -1/q
             if name == "truncated_lq":
@@ -319,13 +319,13 @@ def loss_and_grad(
                     values = w * (values - level)
                     g = (w * inv_n) * _f32(-1.0 / q)
                 g = g * (e + 1.0)
-            else:
-                g = (e + 1.0) * scale  # expm1 backward
-            g = g * q
+                g = g * q
+            else:  # expm1 backward, then the mul by q: three roundings, in autograd's order
+                g = torch.add(e, 1.0).mul_(scale).mul_(q)
             value = values.mean()
         # log f_y = -nll: that neg and nll_loss's own negation cancel exactly
     grad_log_p = torch.zeros_like(log_p)
-    grad_log_p.scatter_(1, rows, g if isinstance(g, float) else g.expand(n, 1))
+    grad_log_p.scatter_(1, rows, g)  # a float, or (N, 1) like rows
     grad = _class_log_softmax_backward(grad_log_p, log_p)
     return value, grad if grad.dtype == logits.dtype else grad.to(logits.dtype)
 
