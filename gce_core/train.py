@@ -95,12 +95,16 @@ class RunState:
 def make_optimizer(spec: RunSpec, params) -> torch.optim.Optimizer:
     """The spec's optimiser over ``params``, with element-wise arithmetic that is the same for a
     tensor alone or stacked with others (fused runs stack K runs' tensors): SGD's fused kernel
-    (one pass per step; optim.FlatSGD runs it on its flat buffer), Adam's foreach path."""
+    (one pass per step; optim.FlatSGD runs it on its flat buffer) where the device and torch
+    have it, else SGD's foreach path; Adam's foreach path."""
+    params = list(params)
     if spec.optimizer == "adam":
         return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True)
-    return torch.optim.SGD(
-        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, fused=True
-    )
+    sgd = dict(lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    try:
+        return torch.optim.SGD(params, **sgd, fused=True)
+    except RuntimeError:  # no fused SGD kernel for these parameters' device
+        return torch.optim.SGD(params, **sgd, foreach=True)
 
 
 def make_scheduler(spec: RunSpec, optimizer: torch.optim.Optimizer):

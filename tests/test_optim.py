@@ -89,3 +89,24 @@ def test_flat_steps_without_momentum_are_bitwise_torch_sgd(flavour):
     assert opt.state_dict()["state"] == {} or all(
         s.get("momentum_buffer") is None for s in opt.state_dict()["state"].values()
     )
+
+
+def test_the_lab_uses_fused_sgd_and_falls_back_to_foreach_where_there_is_none(monkeypatch):
+    from gce_core.spec import parse_spec
+    from gce_core.train import make_optimizer
+
+    spec = parse_spec({"dataset": "digits", "loss": "cce"})
+    model = init_seeded("mlp", (1, 8, 8), 10, seed=0)
+    group = make_optimizer(spec, model.parameters()).param_groups[0]
+    assert group["fused"] and not group["foreach"] and len(group["params"]) == 6
+
+    real_sgd = torch.optim.SGD
+
+    def no_fused_kernel(params, fused=None, **kw):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be ... of supported devices")
+        return real_sgd(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "SGD", no_fused_kernel)
+    group = make_optimizer(spec, model.parameters()).param_groups[0]
+    assert group["foreach"] and not group["fused"] and len(group["params"]) == 6
