@@ -262,25 +262,27 @@ class FusedGroup:
         n, bs = perm.shape[1], self.specs[0].batch_size
         logits_seen = torch.empty(k, n, self.datas[0].num_classes, device=dev)
         loss_total = torch.zeros(k, device=dev)
-        for start in range(0, n, bs):
-            if should_stop is not None and should_stop():
-                return None
-            sl = slice(start, start + bs)
-            xb = self._batch_images(plans, perm, sl)
-            w = weights[:, sl] if weights is not None else None
-            if self.chain is not None:
-                logits, tape = self.chain.forward(xb)
-                values, grad = stacked_loss_and_grad(logits, labels[:, sl], losses, w)
-                self.chain.backward(tape, grad, self.chain_grads)
-            else:
-                with device_autocast(dev):
-                    logits = self.net(xb)
-                values, grad = stacked_loss_and_grad(logits, labels[:, sl], losses, w)
-                self.stepper.zero_grad()
-                logits.backward(grad)
-            self.stepper.step()
-            logits_seen[:, sl] = logits.detach()
-            loss_total += values * xb.shape[1]
+        # A chain's step never needs autograd: inference mode skips its per-op bookkeeping.
+        with torch.inference_mode(self.chain is not None):
+            for start in range(0, n, bs):
+                if should_stop is not None and should_stop():
+                    return None
+                sl = slice(start, start + bs)
+                xb = self._batch_images(plans, perm, sl)
+                w = weights[:, sl] if weights is not None else None
+                if self.chain is not None:
+                    logits, tape = self.chain.forward(xb)
+                    values, grad = stacked_loss_and_grad(logits, labels[:, sl], losses, w)
+                    self.chain.backward(tape, grad, self.chain_grads)
+                else:
+                    with device_autocast(dev):
+                        logits = self.net(xb)
+                    values, grad = stacked_loss_and_grad(logits, labels[:, sl], losses, w)
+                    self.stepper.zero_grad()
+                    logits.backward(grad)
+                self.stepper.step()
+                logits_seen[:, sl] = logits.detach()
+                loss_total += values * xb.shape[1]
         return [epoch_train_metrics(d, p.perm, logits_seen[i], loss_total[i])
                 for i, (d, p) in enumerate(zip(self.datas, plans, strict=True))]
 

@@ -283,24 +283,26 @@ def train_one_epoch(
     loss_kw = {"q": spec.q, "k": spec.k}
     if st.chain is None:  # a chain has no train/eval behaviour
         model.train()
-    for start in range(0, n, bs):
-        if should_stop is not None and should_stop():
-            return None
-        sl = slice(start, start + bs)
-        xb = batch_images(spec, data, plan, sl, device)
-        weights = plan.weights[sl] if plan.weights is not None else None
-        if st.chain is not None:
-            logits, tape = st.chain.forward(xb, out=logits_seen[sl])
-            loss, dlogits = loss_and_grad(logits, plan.y[sl], spec.loss, weights=weights, **loss_kw)
-            st.chain.backward(tape, dlogits, st.chain_grads)
-        else:
-            with device_autocast(device):
-                logits = model(xb)
-            opt.zero_grad()
-            loss = backward_loss(logits, plan.y[sl], spec.loss, weights=weights, **loss_kw)
-            logits_seen[sl] = logits.detach()
-        opt.step()
-        loss_total.add_(loss, alpha=xb.shape[0])
+    # A chain's step never needs autograd: inference mode skips its per-op bookkeeping.
+    with torch.inference_mode(st.chain is not None):
+        for start in range(0, n, bs):
+            if should_stop is not None and should_stop():
+                return None
+            sl = slice(start, start + bs)
+            xb = batch_images(spec, data, plan, sl, device)
+            weights = plan.weights[sl] if plan.weights is not None else None
+            if st.chain is not None:
+                logits, tape = st.chain.forward(xb, out=logits_seen[sl])
+                loss, dlogits = loss_and_grad(logits, plan.y[sl], spec.loss, weights=weights, **loss_kw)
+                st.chain.backward(tape, dlogits, st.chain_grads)
+            else:
+                with device_autocast(device):
+                    logits = model(xb)
+                opt.zero_grad()
+                loss = backward_loss(logits, plan.y[sl], spec.loss, weights=weights, **loss_kw)
+                logits_seen[sl] = logits.detach()
+            opt.step()
+            loss_total.add_(loss, alpha=xb.shape[0])
     return epoch_train_metrics(data, plan.perm, logits_seen, loss_total)
 
 
