@@ -7,12 +7,13 @@ model runs channels_last under bf16 autocast.
 
 Speed (bench/bench_trainer.py, docs/BENCHMARKS.md): per batch the loop runs the model, the loss
 with its backward (losses: Lq's gradient in closed form, bitwise autograd's), and the optimiser
-step (optim.FlatSGD: SGD's arithmetic once on a flat buffer, bitwise torch's). On the CPU a
-Flatten/Linear/ReLU model (the mlp) skips autograd altogether (chain.Chain: the same products,
-gradients written into the optimiser's buffer; evaluation runs the same chain). Labels, ACS
-weights, the per-sample logits and (for a training set up to PREPERMUTE_MAX_BYTES) the images
-live in epoch order, so a batch slices them instead of gathering. The epoch's metrics and
-evaluation (inference mode) are a few dozen ops and one host transfer each.
+step (optim.FlatSGD: torch's fused SGD kernel once on a flat buffer, bitwise torch's). On the
+CPU a Flatten/Linear/ReLU model (the mlp) skips autograd altogether (chain.Chain: the same
+products, gradients written into the optimiser's buffer, its batches in inference mode;
+evaluation runs the same chain). Labels, ACS weights, the per-sample logits and (for a training
+set up to PREPERMUTE_MAX_BYTES) the images live in epoch order, so a batch slices them instead
+of gathering. The epoch's metrics and evaluation (inference mode) are a few dozen ops and one
+host transfer each.
 """
 
 from __future__ import annotations
