@@ -181,7 +181,7 @@ class FusedGroup:
         params = list(self.net.params.values())
         self.optimizer = make_optimizer(specs[0], params)
         self._stack_optimizer_state()
-        self.stepper = FlatSGD(self.optimizer)
+        self.stepper = FlatSGD(self.optimizer, runs=self.k)
         # On the CPU the stacked chain steps without autograd (chain.Chain), as train() does;
         # on CUDA it goes through autograd under bf16 autocast, as train() does there.
         self.chain = self.chain_grads = None

@@ -23,12 +23,21 @@ from __future__ import annotations
 
 import torch
 
+# The fused kernel works through a tensor in vectors and leaves its last (numel mod vector
+# width) entries to scalar code, which rounds differently; chunks of a tensor are whole cache
+# lines (16 floats), so only those last entries ever take the scalar path.
+_ALIGNED = 16
+
 
 class FlatSGD:
-    """Steps ``optimizer`` (built over ``params``) on flat buffers when it can; see the module."""
+    """Steps ``optimizer`` (built over ``params``) on flat buffers when it can; see the module.
 
-    def __init__(self, optimizer: torch.optim.Optimizer):
+    ``runs``: the params are K runs' parameters stacked along a first dimension of size K (the
+    fused trainer); each run's entries then get exactly the arithmetic a run alone gets."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, runs: int = 1):
         self.optimizer = optimizer
+        self.runs = runs
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.flat = self._can_flatten()
         if not self.flat:
@@ -42,7 +51,27 @@ class FlatSGD:
             p.grad = view
         self.momentum = torch.zeros_like(self.values)
         self._decayed = torch.empty_like(self.values)  # g + wd * p, reused every step
+        spans = [slice(a, b) for a, b in self._segment_bounds()]
+        self._segments = tuple([flat[s] for s in spans] for flat in (self.values, self.grads, self.momentum))
         self.resync()
+
+    def _segment_bounds(self) -> list[tuple[int, int]]:
+        """Spans of the flat buffer for the fused kernel, one tensor each, so that every entry
+        takes the path (vector or scalar tail) it takes when torch steps each parameter of a run
+        as its own tensor: parameters whose per-run size is a whole number of cache lines are
+        merged (no tail anywhere in them), any other is cut into its runs' slices, one each."""
+        bounds, start, offset = [], 0, 0
+        for p in self.params:
+            per_run = p.numel() // self.runs
+            if per_run % _ALIGNED:
+                if offset > start:
+                    bounds.append((start, offset))
+                bounds += [(offset + k * per_run, offset + (k + 1) * per_run) for k in range(self.runs)]
+                start = offset + p.numel()
+            offset += p.numel()
+        if offset > start:
+            bounds.append((start, offset))
+        return bounds
 
     def _can_flatten(self) -> bool:
         opt = self.optimizer
@@ -114,8 +143,9 @@ class FlatSGD:
         momentum, dampening = group["momentum"], group["dampening"]
         if group.get("fused"):
             first = momentum != 0 and not self.has_momentum
+            values, grads, buffers = self._segments
             torch._fused_sgd_(
-                [self.values], [self.grads], [self.momentum] if momentum != 0 else [],
+                values, grads, buffers if momentum != 0 else [],
                 weight_decay=wd, momentum=momentum, lr=lr, dampening=dampening,
                 nesterov=False, maximize=False, is_first_step=first,
             )

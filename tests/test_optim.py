@@ -110,3 +110,32 @@ def test_the_lab_uses_fused_sgd_and_falls_back_to_foreach_where_there_is_none(mo
     monkeypatch.setattr(torch.optim, "SGD", no_fused_kernel)
     group = make_optimizer(spec, model.parameters()).param_groups[0]
     assert group["foreach"] and not group["fused"] and len(group["params"]) == 6
+
+
+@FLAVOURS
+def test_stacked_runs_step_bitwise_as_each_run_alone(flavour):
+    """The fused trainer steps K runs' stacked parameters at once: each run's entries must get
+    the arithmetic they get alone, also where a parameter's size leaves a scalar tail (the
+    10-entry output bias)."""
+    runs = [make(flavour=flavour, momentum=0.9) for _ in range(3)]
+    names = [n for n, _ in runs[0][0].named_parameters()]
+    stacked = {n: torch.stack([dict(m.named_parameters())[n].detach() for m, _, _ in runs]).requires_grad_()
+               for n in names}
+    opt = torch.optim.SGD(list(stacked.values()), lr=0.05, weight_decay=1e-3, momentum=0.9, **{flavour: True})
+    stepper = FlatSGD(opt, runs=3)
+    singles = [FlatSGD(o) for _, o, _ in runs]
+    g = torch.Generator().manual_seed(7)
+    for _ in range(4):
+        grads = {n: torch.randn(p.shape, generator=g) * 10 for n, p in stacked.items()}
+        stepper.zero_grad()
+        for n, p in stacked.items():
+            p.grad.copy_(grads[n])
+        stepper.step()
+        for k, ((model, _, _), single) in enumerate(zip(runs, singles, strict=True)):
+            single.zero_grad()
+            for n, p in model.named_parameters():
+                p.grad.copy_(grads[n][k])
+            single.step()
+    for k, (model, _, _) in enumerate(runs):
+        for n, p in model.named_parameters():
+            assert torch.equal(stacked[n][k], p), n
