@@ -50,7 +50,7 @@ class FlatSGD:
         for p, view in zip(self.params, self._views(self.grads), strict=True):
             p.grad = view
         self.momentum = torch.zeros_like(self.values)
-        self._decayed = torch.empty_like(self.values)  # g + wd * p, reused every step
+        self._decayed: torch.Tensor | None = None  # g + wd * p (foreach flavour), made once
         spans = [slice(a, b) for a, b in self._segment_bounds()]
         self._segments = tuple([flat[s] for s in spans] for flat in (self.values, self.grads, self.momentum))
         self.resync()
@@ -155,6 +155,8 @@ class FlatSGD:
             return
         d = self.grads
         if wd != 0:
+            if self._decayed is None:
+                self._decayed = torch.empty_like(self.values)
             d = torch.add(self.grads, self.values, alpha=wd, out=self._decayed)
         if momentum != 0:
             if self.has_momentum:

@@ -186,12 +186,17 @@ def alone(spec):
         torch.set_num_threads(threads)
 
 
+def start_group(lab, epochs):
+    """Submit GROUP with ``epochs`` as one group and a one-slot supervisor: (client, sup, specs, ids)."""
+    client, supervisor = lab
+    specs = [dict(spec, epochs=epochs) for spec in GROUP]
+    _, ids = client.submit_group(specs)
+    return client, supervisor(slots=1), specs, ids
+
+
 @sqlite_only
 def test_a_group_trains_as_one_process_with_the_rows_each_run_has_alone(lab):
-    client, supervisor = lab
-    specs = [dict(spec, epochs=4) for spec in GROUP]
-    _, ids = client.submit_group(specs)
-    sup = supervisor(slots=1)
+    client, sup, specs, ids = start_group(lab, epochs=4)
     drive(sup, lambda: all(client.get(i).status.is_final for i in ids) and not sup.active)
     runs = [client.get(i) for i in ids]
     assert all(r.status == RunStatus.COMPLETED and r.attempts == 1 and r.crashes == 0 for r in runs)
@@ -208,10 +213,7 @@ def test_a_group_trains_as_one_process_with_the_rows_each_run_has_alone(lab):
 
 @sqlite_only
 def test_cancelling_one_fused_run_cancels_it_and_the_others_complete_resumed(lab):
-    client, supervisor = lab
-    specs = [dict(spec, epochs=40) for spec in GROUP]
-    _, (a, b, c) = client.submit_group(specs)
-    sup = supervisor(slots=1)
+    client, sup, _, (a, b, c) = start_group(lab, epochs=40)
     drive(sup, lambda: min(client.get(i).epochs_done for i in (a, b, c)) >= 2)
     first_pid = client.get(a).pid
     client.cancel(b)
@@ -230,10 +232,7 @@ def test_cancelling_one_fused_run_cancels_it_and_the_others_complete_resumed(lab
 
 @sqlite_only
 def test_a_fused_process_killed_mid_run_resumes_and_ends_as_if_never_killed(lab):
-    client, supervisor = lab
-    specs = [dict(spec, epochs=20) for spec in GROUP]
-    _, ids = client.submit_group(specs)
-    sup = supervisor(slots=1)
+    client, sup, specs, ids = start_group(lab, epochs=20)
     drive(sup, lambda: min(client.get(i).epochs_done for i in ids) >= 3)
     pid = client.get(ids[0]).pid
     assert {client.get(i).pid for i in ids} == {pid}
