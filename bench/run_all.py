@@ -63,13 +63,21 @@ READING = """## Reading the figures
   floor: the most any fused trainer could gain on this device. With one thread a single run
   already uses about half the core's peak, so the bound is near 2x and fusion gains little;
   with two threads the batched products use both cores better than one small run does.
-- **Threads and a shared machine.** With two cores, two intra-op threads win only when the other
-  core is free; when another process holds it, every parallel product waits for it. Compare
-  figures from the same run only.
+- **Threads and a shared machine.** With two vCPUs, two intra-op threads win only when both run
+  on a core of their own. On this host they sometimes do not (the same two-thread epoch then
+  takes 12-13 ms instead of 8, one thread 10-11 ms throughout): a parallel product waits for
+  the slower half, and the waiting thread's spinning slows the main one. So the lab's MLP runs
+  pick their thread count epoch by epoch (`gce_core.threads.ThreadTuner`: the count with the
+  lowest recent epoch time, each other count re-timed every 16 epochs); the run's numbers do
+  not depend on it (below). The plain loop keeps torch's default. Compare figures from the same
+  run only.
 - **Exactness.** The trainer's shortcuts keep the arithmetic: tests/test_losses.py,
   tests/test_optim.py and tests/test_chain.py hold the closed-form loss gradients, the flat SGD
-  step and the autograd-free MLP step to autograd's and torch SGD's results bit for bit;
-  tests/test_fused.py holds fused rows to one-by-one rows. Two speed-ups changed the last bits
+  step and the autograd-free MLP step to autograd's and torch SGD's results bit for bit (the
+  MLP step to autograd at one thread: at two, BLAS splits the sum of the 10x256 output layer's
+  weight gradient across threads, so the lab pins that one product to one thread and its runs
+  give the same bits at any count, tests/test_threads.py); tests/test_fused.py holds fused rows
+  to one-by-one rows. Two speed-ups changed the last bits
   of the arithmetic itself: on the CPU, with fewer than 16 classes, the losses take log_softmax
   over the transposed view (`gce_core.losses.class_log_softmax`; ATen's last-dimension kernel
   runs a scalar exp there, about 4x slower for 10 classes), and SGD runs torch's fused kernel

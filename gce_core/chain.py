@@ -9,11 +9,16 @@ buffer: gradients are bitwise autograd's (tests/test_train.py compares the two p
 
 The same code steps one model, tensors (B, features), or K stacked models, tensors
 (K, B, features) with weights (K, out, in) (gce_core.fused).
+
+Every matrix product goes through ``Chain._product`` under a key (layer name, "forward" |
+"weight" | "input"): products in ``single_thread`` run on one intra-op thread (see
+gce_core.threads: that keeps a run's bits independent of the thread count), and with ``trace``
+set each product is also recorded with copies of its operands.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -21,6 +26,13 @@ from torch import nn
 from gce_core.models import MLP
 
 Steps = list[tuple[str, str]]  # ("flatten" | "linear" | "relu", parameter prefix)
+ProductKey = tuple[str, str]  # (layer name, "forward" | "weight" | "input")
+Product = tuple[ProductKey, Callable[..., torch.Tensor], list]  # key, function, operands
+
+
+def _copy_with_layout(t: torch.Tensor) -> torch.Tensor:
+    """A copy of t with t's strides (a product's code path depends on its operands' layout)."""
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).copy_(t)
 
 
 def layer_chain(model: nn.Module) -> Steps | None:
@@ -61,6 +73,8 @@ class Chain:
             raise ValueError("a chain needs at least one Linear layer")
         self.stacked = params[steps[linear[0]][1] + ".weight"].dim() == 3
         self._first_linear = linear[0]  # no gradient is needed below it (the input's)
+        self.single_thread: set[ProductKey] = set()  # products run on one intra-op thread
+        self.trace: list[Product] | None = None  # when a list, every product is appended
         # (kind, name, weight, bias, weight transposed for the forward product) per step
         self._program = []
         for kind, name in steps:
@@ -73,6 +87,25 @@ class Chain:
         p = self.params.get(name)
         return None if p is None else p.detach()
 
+    @property
+    def runs(self) -> int:
+        """K for a stacked chain, 1 otherwise."""
+        first = next(w for kind, _, w, _, _ in self._program if kind == "linear")
+        return first.shape[0] if self.stacked else 1
+
+    def _product(self, key: ProductKey, fn, *args: torch.Tensor, out: torch.Tensor | None = None):
+        """fn(*args, out=out), on one thread if ``key`` is pinned there, traced if tracing."""
+        if self.trace is not None:
+            self.trace.append((key, fn, [_copy_with_layout(a) for a in args]))
+        threads = torch.get_num_threads() if key in self.single_thread else 1
+        if threads == 1:
+            return fn(*args, out=out)
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, out=out)
+        finally:
+            torch.set_num_threads(threads)
+
     # No grad mode to set (a decorator costs as much as a small op, twice per step): the chain's
     # parameters are detached views, so with data inputs no graph is ever built.
     def forward(self, x: torch.Tensor, keep: bool = True, out: torch.Tensor | None = None):
@@ -83,7 +116,7 @@ class Chain:
         owned = False  # h is this call's own product, free to overwrite (ReLU in place)
         mm, addmm = (torch.bmm, torch.baddbmm) if self.stacked else (torch.mm, torch.addmm)
         last = len(self._program) - 1
-        for i, (kind, _name, _w, b, w_t) in enumerate(self._program):
+        for i, (kind, name, _w, b, w_t) in enumerate(self._program):
             if kind == "flatten":
                 h = h.flatten(2 if self.stacked else 1)
             elif kind == "relu":
@@ -94,7 +127,9 @@ class Chain:
                 if keep:
                     tape.append(h)
                 target = out if i == last else None
-                h = mm(h, w_t, out=target) if b is None else addmm(b, h, w_t, out=target)
+                key = (name, "forward")
+                h = (self._product(key, mm, h, w_t, out=target) if b is None
+                     else self._product(key, addmm, b, h, w_t, out=target))
                 owned = True
         if out is not None and h is not out:
             out.copy_(h)
@@ -115,9 +150,9 @@ class Chain:
                 grad = torch.ops.aten.threshold_backward(grad, tape.pop(), 0)
                 continue
             h = tape.pop()
-            mm(grad.transpose(-1, -2), h, out=grads[name + ".weight"])
+            self._product((name, "weight"), mm, grad.transpose(-1, -2), h, out=grads[name + ".weight"])
             bias_grad = grads.get(name + ".bias")
             if bias_grad is not None:
                 torch.sum(grad, batch_dim, out=bias_grad)
             if i > self._first_linear:
-                grad = mm(grad, w)
+                grad = self._product((name, "input"), mm, grad, w)

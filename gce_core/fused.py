@@ -40,6 +40,7 @@ from gce_core.metrics import epoch_row, epoch_train_metrics, evaluation_metrics
 from gce_core.models import build_model, has_batch_norm
 from gce_core.optim import FlatSGD
 from gce_core.spec import RunSpec, parse_spec
+from gce_core.threads import ThreadTuner, intra_op_threads
 from gce_core.train import (
     EVAL_BATCH,
     RunState,
@@ -56,6 +57,7 @@ from gce_core.train import (
     restore_state,
     run_epochs,
     run_summary,
+    thread_tuner,
 )
 
 RunEpochCallback = Callable[[int, dict], None]
@@ -188,6 +190,7 @@ class FusedGroup:
         if device.type == "cpu" and self.stepper.flat:
             self.chain = Chain(self.net.steps, self.net.params)
             self.chain_grads = self.stepper.grad_views(list(self.net.params.items()))
+        self.tuner = self._thread_tuner()
         self.scheduler = make_scheduler(specs[0], self.optimizer)
         self.scheduler.load_state_dict(states[0].scheduler.state_dict())
         self.shared_x = all(
@@ -207,6 +210,20 @@ class FusedGroup:
     @property
     def epoch(self) -> int:
         return self.states[0].epoch
+
+    def _thread_tuner(self) -> ThreadTuner | None:
+        """Each epoch's thread count, as train() picks it: only if the stacked chain, and every
+        run's own chain (its w-step's forward), give the same bits at every count."""
+        if self.chain is None or any(st.tuner is None for st in self.states):
+            return None
+        losses = [(s.loss, s.q, s.k) for s in self.specs]
+        classes = self.datas[0].num_classes
+
+        def grad_of_logits(logits: torch.Tensor) -> torch.Tensor:
+            targets = (torch.arange(logits.shape[1]) % classes).expand(self.k, -1)
+            return stacked_loss_and_grad(logits, targets, losses, torch.ones(targets.shape))[1]
+
+        return thread_tuner(self.chain, self.datas[0], self.specs[0].batch_size, grad_of_logits)
 
     def _param_pairs(self, k: int):
         run_params = dict(self.states[k].model.named_parameters())
@@ -282,7 +299,7 @@ class FusedGroup:
                     logits.backward(grad)
                 self.stepper.step()
                 logits_seen[:, sl] = logits.detach()
-                loss_total += values * xb.shape[1]
+                loss_total.add_(values, alpha=xb.shape[1])  # as train() adds its 0-d loss
         return [epoch_train_metrics(d, p.perm, logits_seen[i], loss_total[i])
                 for i, (d, p) in enumerate(zip(self.datas, plans, strict=True))]
 
@@ -367,19 +384,23 @@ def train_fused(
     # for the best-validation model that its next w-step uses.
     needs_sync = [d is not None or s.loss == "truncated_lq" for s, d in zip(specs, dirs, strict=True)]
     while group.epoch < specs[0].epochs:
-        started = time.perf_counter()
-        epoch = group.epoch + 1
-        for i, spec in enumerate(specs):
-            if is_prune_epoch(spec, epoch):
-                group.sync_run(i)
-                acs_step(spec, states[i], datas[i], device)
-        lr = group.optimizer.param_groups[0]["lr"]
-        train_metrics = group.train_one_epoch(should_stop)
-        if train_metrics is None:
-            return summaries(True)
-        group.scheduler.step()
-        evals = group.evaluate()
-        seconds = time.perf_counter() - started
+        threads = group.tuner.next_count() if group.tuner is not None else None
+        with intra_op_threads(threads):
+            started = time.perf_counter()
+            epoch = group.epoch + 1
+            for i, spec in enumerate(specs):
+                if is_prune_epoch(spec, epoch):
+                    group.sync_run(i)
+                    acs_step(spec, states[i], datas[i], device)
+            lr = group.optimizer.param_groups[0]["lr"]
+            train_metrics = group.train_one_epoch(should_stop)
+            if train_metrics is None:
+                return summaries(True)
+            group.scheduler.step()
+            evals = group.evaluate()
+            seconds = time.perf_counter() - started
+        if group.tuner is not None:
+            group.tuner.record(threads, seconds)
         for i, (spec, st, data) in enumerate(zip(specs, states, datas, strict=True)):
             if needs_sync[i]:
                 group.sync_run(i)

@@ -10,9 +10,11 @@ with its backward (losses: Lq's gradient in closed form, bitwise autograd's), an
 step (optim.FlatSGD: torch's fused SGD kernel once on a flat buffer, bitwise torch's). On the
 CPU a Flatten/Linear/ReLU model (the mlp) skips autograd altogether (chain.Chain: the same
 products, gradients written into the optimiser's buffer, its batches in inference mode;
-evaluation runs the same chain). Labels, ACS weights, the per-sample logits and (for a training
-set up to PREPERMUTE_MAX_BYTES) the images live in epoch order, so a batch slices them instead
-of gathering. The epoch's metrics and evaluation (inference mode) are a few dozen ops and one
+evaluation runs the same chain), and its epochs run at the thread count that is fastest at the
+moment (threads.ThreadTuner; the chain is made thread-invariant first, so this cannot change a
+number). Labels, ACS weights, the per-sample logits and (for a training set up to
+PREPERMUTE_MAX_BYTES) the images live in epoch order, so a batch slices them instead of
+gathering. The epoch's metrics and evaluation (inference mode) are a few dozen ops and one
 host transfer each.
 """
 
@@ -41,6 +43,13 @@ from gce_core.metrics import (
 from gce_core.models import init_seeded
 from gce_core.optim import FlatSGD
 from gce_core.spec import RunSpec, parse_spec
+from gce_core.threads import (
+    GradOfLogits,
+    ThreadTuner,
+    candidate_counts,
+    intra_op_threads,
+    make_thread_invariant,
+)
 
 EVAL_BATCH = 1024
 # A training set up to this size is laid out in each epoch's order once (one gather), so that a
@@ -77,6 +86,7 @@ class RunState:
     stepper: FlatSGD | None = None  # runs the optimizer's step (flat buffers where it can)
     chain: Chain | None = None  # autograd-free step for Flatten/Linear/ReLU models on the CPU
     chain_grads: dict | None = None  # parameter name -> its gradient in the stepper's buffer
+    tuner: ThreadTuner | None = None  # picks each epoch's thread count (a thread-invariant chain)
 
     def __post_init__(self):
         if self.stepper is None:
@@ -133,7 +143,37 @@ def new_state(spec: RunSpec, data: ExperimentData, device: torch.device) -> RunS
     optimizer = make_optimizer(spec, model.parameters())
     scheduler = make_scheduler(spec, optimizer)
     weights = torch.ones(data.n_train, device=device)
-    return RunState(model, optimizer, scheduler, data_generator(spec), weights)
+    st = RunState(model, optimizer, scheduler, data_generator(spec), weights)
+    if st.chain is not None:
+
+        def grad_of_logits(logits: torch.Tensor) -> torch.Tensor:
+            targets = torch.arange(logits.shape[0]) % data.num_classes
+            return loss_and_grad(logits, targets, spec.loss, q=spec.q, k=spec.k)[1]
+
+        st.tuner = thread_tuner(st.chain, data, spec.batch_size, grad_of_logits)
+    return st
+
+
+def _chunk_rows(n: int, chunk: int) -> set[int]:
+    """The row counts of ``n`` rows taken ``chunk`` at a time."""
+    return {min(n, chunk), n % chunk} - {0}
+
+
+def thread_tuner(
+    chain: Chain, data: ExperimentData, batch_size: int, grad_of_logits: GradOfLogits
+) -> ThreadTuner | None:
+    """A ThreadTuner over the counts up to torch's current thread count, if ``chain`` (one run's
+    or a fused group's) is made thread-invariant at every shape a run on ``data`` uses: its
+    training batches, evaluation chunks and the w-step's pass over the training set. Else None:
+    the run keeps the current count. grad_of_logits: see threads.make_thread_invariant."""
+    counts = candidate_counts(torch.get_num_threads())
+    if len(counts) < 2:
+        return None
+    n = data.n_train
+    eval_rows = set().union(*(_chunk_rows(m, EVAL_BATCH) for m in (n, data.x_val.shape[0], data.x_test.shape[0])))
+    shape = tuple(data.x_train.shape[1:])
+    ok = make_thread_invariant(chain, shape, _chunk_rows(n, batch_size), eval_rows, counts, grad_of_logits)
+    return ThreadTuner(counts) if ok else None
 
 
 def checkpoint_state(spec: RunSpec, st: RunState) -> dict:
@@ -352,15 +392,19 @@ def run_epochs(
     """Train from st.epoch up to ``until_epoch`` (reporting and checkpointing every epoch).
     Returns True if ``should_stop`` stopped it."""
     while st.epoch < until_epoch:
-        started = time.perf_counter()
-        if is_prune_epoch(spec, st.epoch + 1):
-            acs_step(spec, st, data, device)
-        lr = st.optimizer.param_groups[0]["lr"]
-        train_metrics = train_one_epoch(spec, st, data, device, should_stop)
-        if train_metrics is None:
-            return True
-        st.scheduler.step()
-        row = _epoch_row(spec, st, data, device, train_metrics, lr, started)
+        threads = st.tuner.next_count() if st.tuner is not None else None
+        with intra_op_threads(threads):
+            started = time.perf_counter()
+            if is_prune_epoch(spec, st.epoch + 1):
+                acs_step(spec, st, data, device)
+            lr = st.optimizer.param_groups[0]["lr"]
+            train_metrics = train_one_epoch(spec, st, data, device, should_stop)
+            if train_metrics is None:
+                return True
+            st.scheduler.step()
+            row = _epoch_row(spec, st, data, device, train_metrics, lr, started)
+        if st.tuner is not None:
+            st.tuner.record(threads, row["seconds"])
         record_epoch(spec, st, row)
         # Report first, then checkpoint: a consumer never lacks an epoch the checkpoint holds;
         # after a crash in between, the resumed run re-delivers that epoch (dedupe by epoch).

@@ -7,6 +7,7 @@ import gce_core.train as train_module
 from gce_core.chain import Chain, layer_chain
 from gce_core.models import init_seeded
 from gce_core.spec import parse_spec
+from gce_core.threads import intra_op_threads
 
 
 def autograd_grads(model, x, dlogits):
@@ -46,13 +47,15 @@ def test_chain_gradients_are_autograds_single_and_stacked():
 
 
 def test_trainer_rows_do_not_depend_on_the_path(monkeypatch):
+    # One thread: the chain's rows are the one-thread rows at any count (tests/test_threads.py);
+    # autograd's are only at one thread.
     spec = parse_spec(dict(dataset="digits", model="mlp", train_subset=200, epochs=3, batch_size=32,
                            lr=0.1, loss="lq", noise="uniform", noise_rate=0.4, device="cpu"))  # fmt: skip
-    fast = []
-    train_module.train(spec, on_epoch=fast.append)
-    monkeypatch.setattr(train_module, "layer_chain", lambda model: None)  # autograd path
-    slow = []
-    train_module.train(spec, on_epoch=slow.append)
+    fast, slow = [], []
+    with intra_op_threads(1):
+        train_module.train(spec, on_epoch=fast.append)
+        monkeypatch.setattr(train_module, "layer_chain", lambda model: None)  # autograd path
+        train_module.train(spec, on_epoch=slow.append)
 
     def strip(rows):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]

@@ -5,6 +5,7 @@ import pytest
 
 from gce_core.fused import FUSABLE_DIFFERENCES, can_fuse, train_fused
 from gce_core.metrics import EPOCH_KEYS
+from gce_core.threads import intra_op_threads
 from gce_core.train import train
 
 TINY = dict(dataset="digits", model="mlp", train_subset=200, epochs=3, lr=0.1, batch_size=32,
@@ -118,3 +119,21 @@ def test_runs_behind_catch_up_alone_then_train_fused(tmp_path):
     assert [r["epoch"] for r in rows[0]] == [3] and [r["epoch"] for r in rows[1]] == [2, 3]
     for i, spec in enumerate(specs):
         assert_rows_close(rows[i], alone(spec)[1][-len(rows[i]) :])
+
+
+def test_fused_rows_are_the_runs_alone_bit_for_bit_whatever_the_thread_counts():
+    """The whole digits set in batches of 128: the fused group (two threads, its tuner switching
+    counts) gives every run's rows exactly as that run alone with one thread, train_loss included
+    (both add each batch's loss times its size in one rounding)."""
+    base = dict(dataset="digits", model="mlp", epochs=12, lr=0.1, batch_size=128, noise="uniform",
+                noise_rate=0.4, device="cpu")  # fmt: skip
+    specs = [dict(base, loss="cce", seed=0), dict(base, loss="lq", seed=1)]
+    with intra_op_threads(2):
+        _, rows = fused(specs)
+    with intra_op_threads(1):
+        want = [alone(spec)[1] for spec in specs]
+
+    def strip(rs):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+
+    assert [strip(rows[i]) for i in range(len(specs))] == [strip(w) for w in want]
