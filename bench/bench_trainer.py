@@ -134,13 +134,15 @@ def run_flops(spec: RunSpec, data: ExperimentData) -> int:
 
 
 def epoch_times(
-    specs: dict[str, RunSpec], data: ExperimentData, rounds: int, plain: tuple[str, ...] = ()
+    specs: dict[str, RunSpec], data: ExperimentData, rounds: int, plain: tuple[str, ...] = (),
+    threads_used: dict[str, dict[int, int]] | None = None,
 ) -> dict[str, list[float]]:
     """Seconds of single complete epochs of each spec's run, alternating between the runs
     ``rounds`` times: a per-epoch cost, many short samples, so that a slow spell of the machine
     hits every contender alike. Lab epochs are the trainer's (training pass, evaluation,
     metrics row); the specs named in ``plain`` are also timed as plain-loop epochs, under the
-    name "plain_<name>"."""
+    name "plain_<name>". ``threads_used``: filled with each lab run's epochs per thread count
+    (gce_core.threads.ThreadTuner; empty for a run without a tuner)."""
     device = torch.device("cpu")
     states = {name: new_state(spec, data, device) for name, spec in specs.items()}
     for spec in specs.values():
@@ -153,7 +155,23 @@ def epoch_times(
     contenders = {name: one_epoch(name) for name in specs}
     for name in plain:
         contenders[f"plain_{name}"] = PlainLoop(specs[name], data).epoch
-    return interleaved(contenders, rounds, warmup=2)
+    times = interleaved(contenders, rounds, warmup=2)
+    if threads_used is not None:
+        for name, st in states.items():
+            threads_used[name] = dict(sorted(st.tuner.used.items())) if st.tuner is not None else {}
+    return times
+
+
+def threads_note(threads_used: dict[str, dict[int, int]]) -> str:
+    """Which thread counts the lab's tuner ran its epochs with, per loss."""
+    if not any(threads_used.values()):
+        return "The lab ran every epoch with the thread count above (one count: no tuner)."
+    parts = [
+        f"{loss.upper() if loss == 'cce' else 'Lq'}: "
+        + ", ".join(f"{n} epoch(s) with {count} thread(s)" for count, n in used.items())
+        for loss, used in threads_used.items()
+    ]
+    return "Thread counts the lab's tuner picked (gce_core.threads): " + "; ".join(parts) + "."
 
 
 def run(epochs: int = 200, repeats: int = 5, threads: int | None = None, epoch_rounds: int = 150) -> Report:
@@ -180,8 +198,9 @@ def run(epochs: int = 200, repeats: int = 5, threads: int | None = None, epoch_r
     # one rotation, some would always follow a plain epoch (its allocations, colder caches).
     lab_specs = {loss: specs[loss].model_copy(update={"epochs": epoch_rounds + 2}) for loss in specs}
     per_epoch = epoch_times(lab_specs, data, epoch_rounds)
+    threads_used: dict[str, dict[int, int]] = {}
     vs_plain = {
-        loss: epoch_times({loss: lab_specs[loss]}, data, epoch_rounds, plain=(loss,))
+        loss: epoch_times({loss: lab_specs[loss]}, data, epoch_rounds, plain=(loss,), threads_used=threads_used)
         for loss in ("cce", "lq")
     }
     epoch_speed = {
@@ -227,7 +246,7 @@ def run(epochs: int = 200, repeats: int = 5, threads: int | None = None, epoch_r
         "and this machine's speed drifts within them; single epochs (milliseconds) put a plain "
         "and a lab epoch of one round within milliseconds of each other. A lab epoch is complete "
         "(training pass, evaluation, metrics row); a plain one trains and computes validation "
-        "and test accuracy.",
+        "and test accuracy. " + threads_note(threads_used),
     )
     lq_table = Table(
         "Lab trainer: epoch time with Lq against CCE (same spec)",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import statistics
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
@@ -173,8 +173,9 @@ class ThreadTuner:
 
     The run's first epoch warms up at the largest count and is not counted; then every count
     runs ``probes`` epochs in turn; from then on the count with the lowest median of its last
-    ``window`` epoch times runs, and every ``reprobe_every`` epochs the count measured longest
-    ago runs once, so that a change of the machine's mood is noticed.
+    ``window`` epoch times runs, and after ``reprobe_every`` epochs the count measured longest
+    ago runs once, so that a change of the machine's mood is noticed. A probe that does not win
+    doubles the wait before the next one (up to ``max_reprobe_every``); one that wins resets it.
 
         tuner = ThreadTuner((1, 2))
         count = tuner.next_count()
@@ -182,15 +183,21 @@ class ThreadTuner:
         tuner.record(count, seconds)
     """
 
-    def __init__(self, counts: Sequence[int], probes: int = 2, window: int = 3, reprobe_every: int = 16):
+    def __init__(
+        self, counts: Sequence[int], probes: int = 2, window: int = 3, reprobe_every: int = 16,
+        max_reprobe_every: int = 128,
+    ):
         if not counts:
             raise ValueError("counts: need at least one thread count")
         self.counts = tuple(counts)
-        self.probes, self.reprobe_every = probes, reprobe_every
+        self.probes = probes
+        self.reprobe_every, self.max_reprobe_every = reprobe_every, max_reprobe_every
+        self.wait = reprobe_every  # epochs at the best count before the next probe
         self.times: dict[int, deque[float]] = {c: deque(maxlen=window) for c in self.counts}
         self.last_run = dict.fromkeys(self.counts, -1)  # epoch index each count last ran
         self.epochs = 0  # epochs recorded, the warm-up included
-        self.since_probe = 0
+        self.since_probe = 0  # epochs at the best count since the last probe
+        self.used: Counter[int] = Counter()  # epochs run per count, the warm-up included
 
     def best(self) -> int:
         """The count with the lowest median of its recent epoch times (unmeasured ones last)."""
@@ -209,16 +216,25 @@ class ThreadTuner:
         unprobed = self._unprobed()  # each count gets its probes first, in turn
         if unprobed is not None:
             return unprobed
-        if len(self.counts) > 1 and self.since_probe >= self.reprobe_every:
-            best = self.best()
+        best = self.best()
+        if len(self.counts) > 1 and self.since_probe >= self.wait:
             return min((c for c in self.counts if c != best), key=lambda c: self.last_run[c])
-        return self.best()
+        return best
 
     def record(self, count: int, seconds: float) -> None:
         """Book an epoch that ran with ``count`` threads and took ``seconds``."""
         if self.epochs > 0:
             probing = self._unprobed() is not None
+            was_best = self.best()
             self.times[count].append(seconds)
-            self.since_probe = 0 if probing or count != self.best() else self.since_probe + 1
+            if probing:
+                self.since_probe = 0
+            elif count != was_best:  # a re-probe: back off unless it won
+                won = self.best() == count
+                self.wait = self.reprobe_every if won else min(2 * self.wait, self.max_reprobe_every)
+                self.since_probe = 0
+            else:
+                self.since_probe += 1
         self.last_run[count] = self.epochs
+        self.used[count] += 1
         self.epochs += 1

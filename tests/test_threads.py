@@ -1,5 +1,7 @@
 """Thread counts: a chain run's numbers do not depend on them, and the tuner keeps the faster one."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -52,6 +54,21 @@ def test_tuner_warms_up_probes_each_count_then_keeps_the_fastest():
     assert tuner.best() == 2
     # five epochs at the best, then one probe of the other, then back
     assert used[5:12] == [2, 2, 2, 2, 2, 1, 2]
+    assert tuner.used == {2: 9, 1: 3}
+
+
+def test_tuner_waits_longer_after_each_probe_that_loses():
+    tuner = ThreadTuner((1, 2), probes=2, reprobe_every=4, max_reprobe_every=16)
+    used = drive(tuner, {1: 10.0, 2: 8.0}, 5 + 4 + 1 + 8 + 1 + 16 + 1 + 16 + 1)
+    probes = [i for i, count in enumerate(used) if count == 1 and i >= 5]
+    assert [b - a for a, b in itertools.pairwise(probes)] == [9, 17, 17]  # waits 8, 16, 16 after the first probe (at 4)
+
+
+def test_a_probe_that_wins_takes_over_and_resets_the_wait():
+    tuner = ThreadTuner((1, 2), probes=2, window=1, reprobe_every=4)
+    drive(tuner, {1: 10.0, 2: 8.0}, 3 + 4)  # window 1: one probe each; the next epoch probes 1
+    assert drive(tuner, {1: 7.0, 2: 8.0}, 3) == [1, 1, 1]
+    assert tuner.best() == 1 and tuner.wait == 4
 
 
 def test_tuner_leaves_a_count_that_got_slower():
