@@ -69,8 +69,8 @@ READING = """## Reading the figures
   the slower half, and the waiting thread's spinning slows the main one. So the lab's MLP runs
   pick their thread count epoch by epoch (`gce_core.threads.ThreadTuner`: the count with the
   lowest recent epoch time; the other count is re-timed after 16 epochs, then after twice as
-  many each time it loses, up to 128); the run's numbers do not depend on it (below). The plain loop keeps torch's default. Compare figures from the same
-  run only.
+  many each time it loses, up to 128); the run's numbers do not depend on it (below). The
+  plain loop keeps torch's default. Compare figures from the same run only.
 - **Exactness.** The trainer's shortcuts keep the arithmetic: tests/test_losses.py,
   tests/test_optim.py and tests/test_chain.py hold the closed-form loss gradients, the flat SGD
   step and the autograd-free MLP step to autograd's and torch SGD's results bit for bit (the
