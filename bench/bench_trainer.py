@@ -197,7 +197,8 @@ def run(epochs: int = 200, repeats: int = 5, threads: int | None = None, epoch_r
     # Single epochs, each pair of contenders interleaved on its own (A B B A ...): with more in
     # one rotation, some would always follow a plain epoch (its allocations, colder caches).
     lab_specs = {loss: specs[loss].model_copy(update={"epochs": epoch_rounds + 2}) for loss in specs}
-    per_epoch = epoch_times(lab_specs, data, epoch_rounds)
+    lq_threads_used: dict[str, dict[int, int]] = {}
+    per_epoch = epoch_times(lab_specs, data, epoch_rounds, threads_used=lq_threads_used)
     threads_used: dict[str, dict[int, int]] = {}
     vs_plain = {
         loss: epoch_times({loss: lab_specs[loss]}, data, epoch_rounds, plain=(loss,), threads_used=threads_used)
@@ -257,7 +258,7 @@ def run(epochs: int = 200, repeats: int = 5, threads: int | None = None, epoch_r
         ],
         f"Epoch time: {epoch_rounds} single epochs of each run, alternating, median of the "
         "per-round ratios (a complete epoch: training pass, evaluation, metrics row). Whole runs: "
-        "the runs of the table above.",
+        "the runs of the table above. " + threads_note(lq_threads_used),
     )
     targets = [
         f"lab trainer >= 2x faster than the plain loop (CCE): {fmt_x(speed_cce)} in whole runs, "

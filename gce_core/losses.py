@@ -144,7 +144,7 @@ def log_prob_of_target(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 def lq_of_log_prob(log_p: torch.Tensor, q: float) -> torch.Tensor:
     """Lq from log-probabilities: (1 - p^q) / q = -expm1(q log p) / q, exact for small q."""
-    return torch.expm1(log_p * q) * (-1.0 / q)
+    return torch.expm1(log_p * _const(q, log_p)) * _const(-1.0 / q, log_p)
 
 
 def lq_constant(k: float, q: float) -> float:
@@ -231,7 +231,8 @@ def values_of_log_prob(log_p: torch.Tensor, loss: str, *, q: float = 0.7, k: flo
     if name == "cce":
         return -log_p
     if name == "mae":
-        return 2.0 - 2.0 * log_p.exp()
+        two = _const(2.0, log_p)
+        return two - log_p.exp() * two
     q = check_q(q)
     values = lq_of_log_prob(log_p, q)
     if name == "lq":
@@ -265,6 +266,22 @@ def _f32(x: float) -> float:
     return struct.unpack("f", struct.pack("f", x))[0]
 
 
+_CONSTANTS: dict[tuple[float, torch.dtype], torch.Tensor] = {}
+
+
+def _const(x: float, like: torch.Tensor) -> torch.Tensor:
+    """x as a 0-d CPU tensor of like's dtype, made once. An op with it computes what the op
+    with the Python number x computes (ATen rounds that to the tensor's dtype too), without
+    wrapping the number into a new tensor: about 1.5 us less per op on a small batch."""
+    key = (x, like.dtype)
+    t = _CONSTANTS.get(key)
+    if t is None:
+        if len(_CONSTANTS) > 4096:  # a sweep over many q: keep the table small
+            _CONSTANTS.clear()
+        t = _CONSTANTS[key] = torch.tensor(x, dtype=like.dtype)
+    return t
+
+
 @torch.no_grad()
 def loss_and_grad(
     logits: torch.Tensor,
@@ -296,12 +313,14 @@ def loss_and_grad(
         log_py = log_p.gather(1, rows)  # (N, 1)
         if name == "mae":
             f_y = log_py.exp()
-            value = (2.0 - 2.0 * f_y).mean()
-            g = f_y * _f32(_f32(-inv_n) * 2.0)  # mean, rsub, mul, exp
+            two = _const(2.0, f_y)
+            value = (two - f_y * two).mean()
+            g = f_y * _const(_f32(_f32(-inv_n) * 2.0), f_y)  # mean, rsub, mul, exp
         else:
             q = check_q(q)
-            e = torch.mul(log_py, q).expm1_()
-            values = e * (-1.0 / q)
+            q_t = _const(q, log_py)
+            e = torch.mul(log_py, q_t).expm1_()
+            values = e * _const(-1.0 / q, e)
             scale = _f32(inv_n * _f32(-1.0 / q))  # mean, then mul by -1/q
             if name == "truncated_lq":
                 level = lq_constant(check_k(k), q)
@@ -321,7 +340,7 @@ def loss_and_grad(
                 g = g * (e + 1.0)
                 g = g * q
             else:  # expm1 backward, then the mul by q: three roundings, in autograd's order
-                g = torch.add(e, 1.0).mul_(scale).mul_(q)
+                g = torch.add(e, _const(1.0, e)).mul_(_const(scale, e)).mul_(q_t)
             value = values.mean()
         # log f_y = -nll: that neg and nll_loss's own negation cancel exactly
     grad_log_p = torch.zeros_like(log_p)

@@ -174,8 +174,10 @@ class ThreadTuner:
     The run's first epoch warms up at the largest count and is not counted; then every count
     runs ``probes`` epochs in turn; from then on the count with the lowest median of its last
     ``window`` epoch times runs, and after ``reprobe_every`` epochs the count measured longest
-    ago runs once, so that a change of the machine's mood is noticed. A probe that does not win
-    doubles the wait before the next one (up to ``max_reprobe_every``); one that wins resets it.
+    ago runs once, so that a change of the machine's mood is noticed: its time replaces its
+    stale ones. A probe that does not win doubles the wait before the next one (up to
+    ``max_reprobe_every``); one that wins resets it and runs on (and hands back within a few
+    epochs if its one time was luck).
 
         tuner = ThreadTuner((1, 2))
         count = tuner.next_count()
@@ -197,6 +199,7 @@ class ThreadTuner:
         self.last_run = dict.fromkeys(self.counts, -1)  # epoch index each count last ran
         self.epochs = 0  # epochs recorded, the warm-up included
         self.since_probe = 0  # epochs at the best count since the last probe
+        self.probed = False  # every count has had its first probes
         self.used: Counter[int] = Counter()  # epochs run per count, the warm-up included
 
     def best(self) -> int:
@@ -204,10 +207,13 @@ class ThreadTuner:
         return min(self.counts, key=lambda c: statistics.median(self.times[c]) if self.times[c] else math.inf)
 
     def _unprobed(self) -> int | None:
-        """The first count still short of its probes, if any."""
+        """The first count still short of its first probes, if any."""
+        if self.probed:
+            return None
         for count in self.counts:
             if len(self.times[count]) < min(self.probes, self.times[count].maxlen):
                 return count
+        self.probed = True
         return None
 
     def next_count(self) -> int:
@@ -226,10 +232,13 @@ class ThreadTuner:
         if self.epochs > 0:
             probing = self._unprobed() is not None
             was_best = self.best()
+            reprobe = not probing and count != was_best
+            if reprobe:  # its earlier times are stale: the machine may have changed since
+                self.times[count].clear()
             self.times[count].append(seconds)
             if probing:
                 self.since_probe = 0
-            elif count != was_best:  # a re-probe: back off unless it won
+            elif reprobe:  # back off unless it won
                 won = self.best() == count
                 self.wait = self.reprobe_every if won else min(2 * self.wait, self.max_reprobe_every)
                 self.since_probe = 0

@@ -71,6 +71,15 @@ def test_a_probe_that_wins_takes_over_and_resets_the_wait():
     assert tuner.best() == 1 and tuner.wait == 4
 
 
+def test_a_probe_replaces_the_stale_times_of_its_count():
+    """A slow spell made 2 look slow; 1 took over. When 2 is probed again its one fresh time
+    decides (a window of stale times would keep it out for dozens of epochs)."""
+    tuner = ThreadTuner((1, 2), probes=2, window=3, reprobe_every=4)
+    drive(tuner, {1: 10.0, 2: 13.0}, 5)  # warm-up and probes in a slow spell: 1 wins
+    used = drive(tuner, {1: 10.0, 2: 8.0}, 4 + 3)  # the spell is over
+    assert used == [1, 1, 1, 1, 2, 2, 2]
+
+
 def test_tuner_leaves_a_count_that_got_slower():
     tuner = ThreadTuner((1, 2), probes=2, window=3, reprobe_every=100)
     drive(tuner, {1: 10.0, 2: 8.0}, 8)
