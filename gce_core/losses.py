@@ -278,7 +278,8 @@ def _const(x: float, like: torch.Tensor) -> torch.Tensor:
     if t is None:
         if len(_CONSTANTS) > 4096:  # a sweep over many q: keep the table small
             _CONSTANTS.clear()
-        t = _CONSTANTS[key] = torch.tensor(x, dtype=like.dtype)
+        with torch.inference_mode(False):  # made in inference mode, autograd could not save it
+            t = _CONSTANTS[key] = torch.tensor(x, dtype=like.dtype)
     return t
 
 

@@ -201,3 +201,17 @@ def test_class_log_softmax_and_softmax_are_torchs_over_the_last_dimension(classe
     # On the CPU, fewer than 16 classes take the kernel over the transposed view
     assert (got_log.stride(-1) != 1) == (classes < 16)
     assert got_log.shape == z.shape and torch.allclose(got.sum(-1), torch.ones(shape))
+
+
+def test_constants_first_made_in_inference_mode_serve_autograd_later():
+    """The losses keep their constants (q, 1/q, ...) as tensors made once; one first made under
+    inference mode (the trainer's evaluation) must still work in an autograd graph."""
+    q = 0.6180339  # a q no other test uses, so its constants are made here, first
+    logits, targets = torch.randn(8, 10), torch.arange(8)
+    with torch.inference_mode():
+        first = lq(logits, targets, q)
+    leaf = logits.clone().requires_grad_()
+    value = lq(leaf, targets, q)
+    value.backward()
+    assert torch.equal(value.detach(), first)
+    assert torch.isfinite(leaf.grad).all() and leaf.grad.abs().sum() > 0
