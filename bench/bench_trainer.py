@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import (
+    REFERENCE_NOTE,
     Report,
     Table,
     device_facts,
@@ -174,7 +175,10 @@ def threads_note(threads_used: dict[str, dict[int, int]]) -> str:
     return "Thread counts the lab's tuner picked (gce_core.threads): " + "; ".join(parts) + "."
 
 
-def run(epochs: int = 200, repeats: int = 5, threads: int | None = None, epoch_rounds: int = 150) -> Report:
+def run(
+    epochs: int = 200, repeats: int = 5, threads: int | None = None, epoch_rounds: int = 150,
+    reference: bool = False,
+) -> Report:
     set_threads(threads)
     facts = device_facts("cpu")
     specs = {loss: parse_spec(dict(SPEC, loss=loss, epochs=epochs)) for loss in ("cce", "lq")}
@@ -266,6 +270,8 @@ def run(epochs: int = 200, repeats: int = 5, threads: int | None = None, epoch_r
         + ("met" if min(speed_cce, epoch_speed["cce"]) >= 2 else "NOT met (both must reach 2x)"),
         f"Lq epoch time <= 1.05 x CCE's: {lq_cost:.3f} — " + ("met" if lq_cost <= 1.05 else "NOT met"),
     ]
+    if reference:
+        targets = [f"{REFERENCE_NOTE} {t}" for t in targets]
     name = f"Trainer (bench/bench_trainer.py, {torch.get_num_threads()} thread(s))"
     return Report(name, facts, [speed, by_epoch, lq_table], targets)
 

@@ -69,6 +69,11 @@ def facts_line(facts: dict[str, str]) -> str:
     return "; ".join(f"{k}: {v}" for k, v in facts.items())
 
 
+# Prefix of the target lines of a run at fewer threads than the machine's default (make bench
+# runs one thread too): such figures are for reference; the targets are the default's.
+REFERENCE_NOTE = "(reference run at one thread, both sides; the target is judged at the default count above)"
+
+
 def set_threads(threads: int | None) -> None:
     if threads is not None:
         if threads < 1:

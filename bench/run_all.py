@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = [args.threads] if args.threads else sorted({default, 1}, reverse=True)
     reports = []
     for threads in settings:
-        reports.append(bench_trainer.run(threads=threads, **trainer_kw))
-        reports.append(bench_fused.run(threads=threads, **fused_kw))
+        reference = threads != settings[0]
+        reports.append(bench_trainer.run(threads=threads, reference=reference, **trainer_kw))
+        reports.append(bench_fused.run(threads=threads, reference=reference, **fused_kw))
     reports.append(bench_throughput.run("cpu", threads=settings[0], **throughput_kw))
     cuda = torch.cuda.is_available()
     if cuda:
