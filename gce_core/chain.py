@@ -93,6 +93,12 @@ class Chain:
         first = next(w for kind, _, w, _, _ in self._program if kind == "linear")
         return first.shape[0] if self.stacked else 1
 
+    @property
+    def out_features(self) -> int:
+        """The width of the logits: the last Linear layer's output size."""
+        last = [w for kind, _, w, _, _ in self._program if kind == "linear"][-1]
+        return last.shape[-2]
+
     def _product(self, key: ProductKey, fn, *args: torch.Tensor, out: torch.Tensor | None = None):
         """fn(*args, out=out), on one thread if ``key`` is pinned there, traced if tracing."""
         if self.trace is not None:

@@ -40,7 +40,7 @@ from gce_core.metrics import epoch_row, epoch_train_metrics, evaluation_metrics
 from gce_core.models import build_model, has_batch_norm
 from gce_core.optim import FlatSGD
 from gce_core.spec import RunSpec, parse_spec
-from gce_core.threads import ThreadTuner, intra_op_threads
+from gce_core.threads import ThreadTuner, tuned_epoch
 from gce_core.train import (
     EVAL_BATCH,
     RunState,
@@ -384,8 +384,7 @@ def train_fused(
     # for the best-validation model that its next w-step uses.
     needs_sync = [d is not None or s.loss == "truncated_lq" for s, d in zip(specs, dirs, strict=True)]
     while group.epoch < specs[0].epochs:
-        threads = group.tuner.next_count() if group.tuner is not None else None
-        with intra_op_threads(threads):
+        with tuned_epoch(group.tuner):
             started = time.perf_counter()
             epoch = group.epoch + 1
             for i, spec in enumerate(specs):
@@ -399,8 +398,6 @@ def train_fused(
             group.scheduler.step()
             evals = group.evaluate()
             seconds = time.perf_counter() - started
-        if group.tuner is not None:
-            group.tuner.record(threads, seconds)
         for i, (spec, st, data) in enumerate(zip(specs, states, datas, strict=True)):
             if needs_sync[i]:
                 group.sync_run(i)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import statistics
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -99,8 +100,7 @@ _VERDICTS: dict[tuple, tuple[bool, frozenset]] = {}
 def _verdict_key(chain: Chain, input_shape, batch_rows, eval_rows, counts, grad_of_logits) -> tuple:
     lead = (chain.runs,) if chain.stacked else ()
     layers = tuple((name, tuple(p.shape), p.stride()) for name, p in chain.params.items())
-    classes = chain.params[[n for n in chain.params if n.endswith(".weight")][-1]].shape[-2]
-    layouts = tuple(grad_of_logits(torch.zeros(*lead, r, classes)).stride() for r in batch_rows)
+    layouts = tuple(grad_of_logits(torch.zeros(*lead, r, chain.out_features)).stride() for r in batch_rows)
     return (tuple(chain.steps), layers, tuple(input_shape), tuple(batch_rows),
             tuple(eval_rows), tuple(counts), layouts)
 
@@ -247,3 +247,17 @@ class ThreadTuner:
         self.last_run[count] = self.epochs
         self.used[count] += 1
         self.epochs += 1
+
+
+@contextlib.contextmanager
+def tuned_epoch(tuner: ThreadTuner | None) -> Iterator[None]:
+    """Run the block (one epoch) at the tuner's next thread count and book its wall time to that
+    count; without a tuner, run it as it is."""
+    if tuner is None:
+        yield
+        return
+    count = tuner.next_count()
+    started = time.perf_counter()
+    with intra_op_threads(count):
+        yield
+    tuner.record(count, time.perf_counter() - started)

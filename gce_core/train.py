@@ -47,8 +47,8 @@ from gce_core.threads import (
     GradOfLogits,
     ThreadTuner,
     candidate_counts,
-    intra_op_threads,
     make_thread_invariant,
+    tuned_epoch,
 )
 
 EVAL_BATCH = 1024
@@ -392,8 +392,7 @@ def run_epochs(
     """Train from st.epoch up to ``until_epoch`` (reporting and checkpointing every epoch).
     Returns True if ``should_stop`` stopped it."""
     while st.epoch < until_epoch:
-        threads = st.tuner.next_count() if st.tuner is not None else None
-        with intra_op_threads(threads):
+        with tuned_epoch(st.tuner):
             started = time.perf_counter()
             if is_prune_epoch(spec, st.epoch + 1):
                 acs_step(spec, st, data, device)
@@ -403,8 +402,6 @@ def run_epochs(
                 return True
             st.scheduler.step()
             row = _epoch_row(spec, st, data, device, train_metrics, lr, started)
-        if st.tuner is not None:
-            st.tuner.record(threads, row["seconds"])
         record_epoch(spec, st, row)
         # Report first, then checkpoint: a consumer never lacks an epoch the checkpoint holds;
         # after a crash in between, the resumed run re-delivers that epoch (dedupe by epoch).

@@ -11,7 +11,13 @@ from gce_core.chain import Chain, layer_chain
 from gce_core.losses import loss_and_grad
 from gce_core.models import init_seeded
 from gce_core.spec import parse_spec
-from gce_core.threads import ThreadTuner, candidate_counts, intra_op_threads, make_thread_invariant
+from gce_core.threads import (
+    ThreadTuner,
+    candidate_counts,
+    intra_op_threads,
+    make_thread_invariant,
+    tuned_epoch,
+)
 
 DIGITS = dict(dataset="digits", model="mlp", batch_size=128, lr=0.1, noise="uniform", noise_rate=0.6,
               device="cpu")  # fmt: skip
@@ -92,6 +98,19 @@ def test_tuner_with_one_count_always_uses_it():
     assert drive(ThreadTuner((1,)), {1: 1.0}, 5) == [1] * 5
     with pytest.raises(ValueError, match="counts"):
         ThreadTuner(())
+
+
+def test_tuned_epoch_runs_the_block_at_the_next_count_and_books_its_time():
+    tuner = ThreadTuner((1, 3))
+    before = torch.get_num_threads()
+    with tuned_epoch(tuner):
+        assert torch.get_num_threads() == 3  # the warm-up epoch: the largest count
+    with tuned_epoch(tuner):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    assert tuner.used == {3: 1, 1: 1} and len(tuner.times[1]) == 1 and tuner.times[1][0] >= 0
+    with tuned_epoch(None):
+        assert torch.get_num_threads() == before
 
 
 def mlp_chain():
