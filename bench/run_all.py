@@ -16,7 +16,7 @@ import pathlib
 
 import torch
 
-from bench import bench_fused, bench_throughput, bench_trainer
+from bench import bench_compile, bench_fused, bench_throughput, bench_trainer
 from bench.common import Report
 
 DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
@@ -34,6 +34,7 @@ the CPU, torch version, intra-op threads and the load average when it started.
 | `bench/bench_trainer.py` | `gce_core.train.train` on digits | a plain DataLoader loop (the paper's public code's way), same network and data; CCE for the Lq cost |
 | `bench/bench_fused.py` | `gce_core.fused.train_fused`, K = 6 runs as one job | the same 6 runs one by one with `train` |
 | `bench/bench_throughput.py` | `train_one_epoch` on CIFAR-shaped data | the device's peak: a large matmul measured in the same process (and on known GPUs the vendor's dense bf16 figure) |
+| `bench/bench_compile.py` | a group's compile runs trained in turn by one process (the job runner's way) | each run in a fresh process of its own, with a warm compile cache |
 """
 
 GPU_NOT_MEASURED = """## GPU
@@ -45,8 +46,13 @@ this file had no GPU lent to it, and this machine has none). On a machine with o
 
 trains ResNet-34 (CIFAR-shaped, bf16 autocast, channels_last, on-device pad-crop and flip) and
 reports images/s and the share of the GPU's bf16 peak, measured and nominal (`--compile` adds
-torch.compile); `python -m bench.run_all` adds that section by itself when CUDA is available.
-The target there is at least 40% of the bf16 peak for ResNet-34.
+torch.compile), and
+
+    python -m bench.bench_compile --device cuda --model resnet34
+
+times a group's ResNet-34 compile runs in turn against a process per run; `python -m
+bench.run_all` adds both sections by itself when CUDA is available. The target there is at least
+40% of the bf16 peak for ResNet-34.
 """
 
 READING = """## Reading the figures
@@ -107,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     trainer_kw = dict(epochs=20, repeats=2, epoch_rounds=30) if args.quick else {}
     fused_kw = dict(epochs=10, repeats=1) if args.quick else {}
     throughput_kw = dict(steps=1, repeats=1) if args.quick else {}
+    compile_kw = dict(runs=2, epochs=1, repeats=1) if args.quick else {}
     default = torch.get_num_threads()
     settings = [args.threads] if args.threads else sorted({default, 1}, reverse=True)
     reports = []
@@ -115,9 +122,11 @@ def main(argv: list[str] | None = None) -> None:
         reports.append(bench_trainer.run(threads=threads, reference=reference, **trainer_kw))
         reports.append(bench_fused.run(threads=threads, reference=reference, **fused_kw))
     reports.append(bench_throughput.run("cpu", threads=settings[0], **throughput_kw))
+    reports.append(bench_compile.run(device="cpu", **compile_kw))
     cuda = torch.cuda.is_available()
     if cuda:
         reports.append(bench_throughput.run("cuda", threads=args.threads, **throughput_kw))
+        reports.append(bench_compile.run(device="cuda", model="resnet34", **compile_kw))
     for report in reports:
         print(report.markdown())
     text = render(reports, cuda)

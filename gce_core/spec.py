@@ -67,7 +67,8 @@ class RunSpec(BaseModel):
     # execution
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds the noise, the split, the init and the data order")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    compile: bool = Field(False, description="torch.compile the model (CUDA, long runs)")
+    compile: bool = Field(False, description="torch.compile the model (pays off on CUDA for long runs; "
+                          "runs of one group with it share one process and compile once)")
 
     @field_validator("dataset")
     @classmethod

@@ -3,7 +3,10 @@ supervisor and Ray.
 
 The whole data set lives on the run's device as tensors; a batch is an index slice, augmentation
 runs in batch on the device, and nothing in the hot loop synchronises with the host. On CUDA the
-model runs channels_last under bf16 autocast.
+model runs channels_last under bf16 autocast. With ``compile`` the training forward is
+torch.compile'd (``compile_model``); torch keeps the compiled graphs for the life of the process,
+so later runs of the same architecture and shapes in one process (the job runner trains a group's
+compile runs in turn) do not compile again.
 
 Speed (bench/bench_trainer.py, docs/BENCHMARKS.md): per batch the loop runs the model, the loss
 with its backward (losses: Lq's gradient in closed form, bitwise autograd's), and the optimiser
@@ -136,6 +139,18 @@ def new_model(spec: RunSpec, data: ExperimentData, device: torch.device) -> torc
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+COMPILE_BACKEND_ENV = "GCE_LAB_COMPILE_BACKEND"
+
+
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` torch.compile'd with the backend named by $GCE_LAB_COMPILE_BACKEND (default
+    inductor, which on the CPU needs a C++ compiler). Compiling happens at the first call; torch
+    then keeps the graphs for the life of the process, and a later model of the same architecture,
+    shapes and device passes their guards, so nothing is compiled again
+    (tests/test_train.py::test_a_second_compiled_run_in_one_process_compiles_nothing)."""
+    return torch.compile(model, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"))
 
 
 def new_state(spec: RunSpec, data: ExperimentData, device: torch.device) -> RunState:
@@ -448,7 +463,7 @@ def train(
         saved = load_checkpoint(checkpoint_dir, spec.to_json())
         if saved is not None:
             restore_state(st, saved, device)
-    if spec.compile and device.type == "cuda":
-        st.compiled = torch.compile(st.model)
+    if spec.compile and st.chain is None:  # the CPU chain (mlp) has no module forward to compile
+        st.compiled = compile_model(st.model)
     stopped = run_epochs(spec, st, data, device, spec.epochs, on_epoch, should_stop, checkpoint_dir)
     return run_summary(spec, st, data, device, stopped)

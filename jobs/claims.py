@@ -1,9 +1,10 @@
 """Claiming waiting runs: the oldest one, and with it the runs of its group that one process can
-train with it (``gce_core.fused``), inside the caller's write transaction.
+train with it (fused by ``gce_core.fused``, or, with compile, one after another), inside the
+caller's write transaction.
 
-The oldest waiting run is always taken first, so fusing never lets a run jump the queue. Its
-group-mates are taken only if they are waiting, belong to the same ``run_group`` and have the same
-``gce_core.fusable.fusion_key``, oldest first, at most ``fused_share`` of them.
+The oldest waiting run is always taken first, so sharing a process never lets a run jump the queue.
+Its group-mates are taken only if they are waiting, belong to the same ``run_group`` and have the
+same ``gce_core.fusable.process_key``, oldest first, at most ``fused_share`` of them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from gce_core.fusable import fusion_key
+from gce_core.fusable import process_key
 from gce_core.spec import parse_spec
 from jobs.schema import runs
 from jobs.status import CLAIMABLE
@@ -25,9 +26,9 @@ _ORDER = (runs.c.created_at, runs.c.id)
 
 
 def fused_share(waiting: int, free_slots: int, fuse_max: int) -> int:
-    """How many of ``waiting`` fusable runs of one group a claim takes: an equal share of the
-    ``free_slots`` slots free now (so 6 runs on 2 free slots go 3 + 3, not 6 + 0), at most
-    ``fuse_max`` (GCE_LAB_FUSE_MAX; 0 or 1: no fusing), at least 1."""
+    """How many of ``waiting`` runs of one group that can share a process a claim takes: an
+    equal share of the ``free_slots`` slots free now (so 6 runs on 2 free slots go 3 + 3, not
+    6 + 0), at most ``fuse_max`` (GCE_LAB_FUSE_MAX; 0 or 1: a process per run), at least 1."""
     if fuse_max <= 1 or waiting <= 1:
         return 1
     return max(1, min(fuse_max, waiting, math.ceil(waiting / max(1, free_slots))))
@@ -35,7 +36,7 @@ def fused_share(waiting: int, free_slots: int, fuse_max: int) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _key(spec_json: str) -> tuple | None:
-    return fusion_key(parse_spec(spec_json))
+    return process_key(parse_spec(spec_json))
 
 
 def _take(conn: Connection, run_id: str, values: Mapping[str, Any]) -> bool:
@@ -67,8 +68,9 @@ def _oldest(conn: Connection, values: Mapping[str, Any]):
 def claim_runs(
     conn: Connection, values: Mapping[str, Any], *, max_runs: int = 1, free_slots: int = 1
 ) -> list[str]:
-    """Take the oldest waiting run and up to ``fused_share(...) - 1`` fusable runs of its group,
-    setting ``values`` (status running, one claim token, ...) on each; their ids, oldest first."""
+    """Take the oldest waiting run and up to ``fused_share(...) - 1`` runs of its group with its
+    ``process_key``, setting ``values`` (status running, one claim token, ...) on each; their ids,
+    oldest first."""
     first = _oldest(conn, values)
     if first is None:
         return []
@@ -82,9 +84,9 @@ def claim_runs(
         .order_by(*_ORDER)
         .with_for_update(skip_locked=True)
     )
-    fusable = [r.id for r in conn.execute(mates) if _key(r.spec) == key]
-    share = fused_share(1 + len(fusable), free_slots, max_runs)
-    for run_id in fusable:
+    sharing = [r.id for r in conn.execute(mates) if _key(r.spec) == key]
+    share = fused_share(1 + len(sharing), free_slots, max_runs)
+    for run_id in sharing:
         if len(taken) == share:
             break
         if _take(conn, run_id, values):

@@ -130,7 +130,8 @@ class SupervisorSettings:
     kill_grace_s: float = 5.0  # GCE_LAB_KILL_GRACE_S: SIGTERM not honoured -> SIGKILL
     cancel_poll_s: float = 0.5  # GCE_LAB_CANCEL_POLL_S: how often a child reads its cancel flag (at batch boundaries)
     recover_every_s: float = 5.0  # how often a supervisor looks for orphaned runs
-    fuse_max: int = 8  # GCE_LAB_FUSE_MAX: most runs of one group trained by one process (0 or 1: none)
+    fuse_max: int = 8  # GCE_LAB_FUSE_MAX: most runs of one group trained by one process, fused or in
+    # turn (0 or 1: a process per run)
 
     ENV: ClassVar[dict[str, str]] = {
         "max_retries": "GCE_LAB_MAX_RETRIES",

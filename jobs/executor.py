@@ -96,10 +96,11 @@ class Executor(Protocol):
         """Add a supervisor line to the run's log."""
 
 
-class FusingExecutor(Executor, Protocol):
-    """An executor that can also train several runs of one group as one process (gce_core.fused);
-    the supervisor fuses runs only with such an executor."""
+class GroupExecutor(Executor, Protocol):
+    """An executor that can also train several runs of one group as one process (fused by
+    gce_core.fused, or compile runs in turn); the supervisor claims runs together only with such
+    an executor."""
 
-    def start_fused(self, runs: Sequence[RunRecord], token: str, slot: Slot,
+    def start_group(self, runs: Sequence[RunRecord], token: str, slot: Slot,
                     env: Mapping[str, str]) -> RunHandle:
         """Start ONE training process for ``runs`` (claimed together with ``token``) in ``slot``."""

@@ -1,9 +1,10 @@
-"""The local executor: each run, or each group of fused runs, is its own process on this machine.
+"""The local executor: each run, or each group of runs claimed together, is its own process on this
+machine.
 
-The process is started fresh (`python -m jobs.worker_process RUN_ID TOKEN`, or `... --fused TOKEN
-RUN_ID ...` for runs trained together; fork+exec, never a fork of a process that has CUDA up), in
-a new session so that its whole process group can be signalled, with stdout and stderr appended
-to <lab home>/runs/<id>/log.txt (a fused process: its first run's). Its command line names every
+The process is started fresh (`python -m jobs.worker_process RUN_ID TOKEN`, or `... --group TOKEN
+RUN_ID ...` for runs claimed together: fused, or trained in turn; fork+exec, never a fork of a
+process that has CUDA up), in a new session so that its whole process group can be signalled, with
+stdout and stderr appended to <lab home>/runs/<id>/log.txt (a group's process: its first run's). Its command line names every
 run id, so a later supervisor can tell it from a recycled pid for any of its runs.
 """
 
@@ -108,15 +109,15 @@ class LocalExecutor:
         log_path = self._attempt_note(run, slot)
         return self._spawn([run.id, token], log_path, slot, env)
 
-    def start_fused(self, runs: Sequence[RunRecord], token: str, slot: Slot,
+    def start_group(self, runs: Sequence[RunRecord], token: str, slot: Slot,
                     env: Mapping[str, str]) -> LocalHandle:
-        """One process for ``runs`` (`python -m jobs.worker_process --fused TOKEN ID ...`); its
+        """One process for ``runs`` (`python -m jobs.worker_process --group TOKEN ID ...`); its
         output goes to the first run's log, each run's own lines to its log."""
         first = runs[0].id
         paths = [self._attempt_note(r, slot, "" if r.id == first else
-                                    f"; the output of its fused process is in the log of run {first}")
+                                    f"; the output of its process is in the log of run {first}")
                  for r in runs]
-        return self._spawn(["--fused", token, *(r.id for r in runs)], paths[0], slot, env)
+        return self._spawn(["--group", token, *(r.id for r in runs)], paths[0], slot, env)
 
     def attach(self, run: RunRecord) -> AdoptedHandle | None:
         if run.host != self.host or not pid_alive(run.pid, marker=run.id):

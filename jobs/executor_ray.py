@@ -1,4 +1,5 @@
-"""The Ray executor: each run, or each group of fused runs, is one Ray task on a Ray cluster.
+"""The Ray executor: each run, or each group of runs claimed together, is one Ray task on a Ray
+cluster.
 
 The supervisor (`python -m jobs worker --executor ray --ray-address HOST:PORT`) claims runs from
 the shared database as with the local executor, and starts each as a Ray task asking for one GPU
@@ -6,8 +7,9 @@ the shared database as with the local executor, and starts each as a Ray task as
 The task runs in a fresh Ray worker process (``max_calls=1``) and calls the same entry as a local
 run, ``jobs.worker_process.run_group_guarded``, so metrics, heartbeats, the cancel flag (read from
 the database by ``should_stop``) and checkpoints behave the same. Runs of one group that the
-supervisor claimed together (``start_fused``) are one task that trains them with gce_core.fused.
-Its output is appended to ``<lab home>/runs/<id>/log.txt`` (a fused task: its first run's; each
+supervisor claimed together (``start_group``) are one task that trains them fused (gce_core.fused)
+or, with compile, in turn. Its output is appended to ``<lab home>/runs/<id>/log.txt`` (a group's
+task: its first run's; each
 run's own lines go to its own log): the lab home (logs and checkpoints) must be on a file system
 that every node mounts at the same path, and the database a server every node reaches.
 
@@ -55,7 +57,7 @@ def import_ray():
 
 def run_task(run_ids: str | Sequence[str], token: str, env: Mapping[str, str]) -> int:
     """The body of a Ray task, in its own Ray worker process: the training process's entry for one
-    run (an id) or fused runs (a list of ids), with the lab's settings in the environment and
+    run (an id) or of runs claimed together (a list of ids), with the lab's settings in the environment and
     stdout/stderr appended to the (first) run's log. Returns the exit code a local training
     process would have (jobs.executor.EXIT_*)."""
     from jobs import worker_process
@@ -196,7 +198,7 @@ class RayExecutor:
     def start(self, run: RunRecord, token: str, slot: Slot, env: Mapping[str, str]) -> RayHandle:
         return self._submit([run], run.id, token, slot, env)
 
-    def start_fused(self, runs: Sequence[RunRecord], token: str, slot: Slot,
+    def start_group(self, runs: Sequence[RunRecord], token: str, slot: Slot,
                     env: Mapping[str, str]) -> RayHandle:
         """One Ray task (one GPU, or cpus_per_run CPUs) that trains ``runs`` together."""
         return self._submit(runs, [r.id for r in runs], token, slot, env)
@@ -204,7 +206,7 @@ class RayExecutor:
     def _submit(self, runs: Sequence[RunRecord], ids: str | list[str], token: str, slot: Slot,
                 env: Mapping[str, str]) -> RayHandle:
         first = runs[0]
-        gpu = self._gpu(first, slot)  # fused runs share the spec's device
+        gpu = self._gpu(first, slot)  # runs claimed together share the spec's device
         env = self._env(slot, env)
         if not gpu:  # Ray hides the GPUs from a task without any today, but says it will stop
             env["CUDA_VISIBLE_DEVICES"] = ""
@@ -212,10 +214,10 @@ class RayExecutor:
         for run in runs:
             folder = config.run_dir(run.id, self.home)
             folder.mkdir(parents=True, exist_ok=True)
-            fused = "" if run is first else (f", fused with {len(runs) - 1} more; its output is in "
+            mates = "" if run is first else (f", with {len(runs) - 1} more; its output is in "
                                              f"the log of run {first.id}")
             append_note(folder / config.LOG_FILE, f"attempt {run.attempts} of run {run.id}: a Ray task "
-                        f"({wants}) from the supervisor on {self.host}, slot {slot.index}{fused}")
+                        f"({wants}) from the supervisor on {self.host}, slot {slot.index}{mates}")
         name = f"gce-lab-{first.id}" + (f"+{len(runs) - 1}" if len(runs) > 1 else "")
         options = dict(name=name, num_cpus=self.cpus_per_run, num_gpus=1 if gpu else 0)
         ref = self._task.options(**options).remote(ids, token, env)

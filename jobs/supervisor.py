@@ -1,10 +1,11 @@
 """The supervisor (`python -m jobs worker`): claims queued runs, one process per slot, starts each
 through an executor, watches it, and decides what happens when its process ends.
 
-A process trains one run, or several runs of one group that ``gce_core.fused`` can train together
-(claimed together by ``Store.claim_group``, at most GCE_LAB_FUSE_MAX, only with an executor that
-has ``start_fused``, jobs.executor.FusingExecutor). Every run keeps its own ``Active`` entry, status and end; the runs of one
-fused process share its handle, its slot and its claim token.
+A process trains one run, or several runs of one group claimed together by ``Store.claim_group``
+(at most GCE_LAB_FUSE_MAX, only with an executor that has ``start_group``,
+jobs.executor.GroupExecutor): fused by ``gce_core.fused``, or, with compile, one after another so
+that they compile once (jobs.worker_process.train_in_turn). Every run keeps its own ``Active``
+entry, status and end; the runs of one process share its handle, its slot and its claim token.
 
 All the logic is in ``tick(now)``, one step that tests drive without sleeping; ``run_forever`` only
 calls it in a loop. Signal handlers only set flags: the first SIGINT/SIGTERM stops claiming and
@@ -37,7 +38,7 @@ from jobs.store import Store
 
 @dataclass
 class Active:
-    """A run this supervisor watches (runs of one fused process share ``handle`` and ``slot``)."""
+    """A run this supervisor watches (runs of one process share ``handle`` and ``slot``)."""
 
     run_id: str
     token: str
@@ -158,7 +159,7 @@ class Supervisor:
 
     # --- steps ----------------------------------------------------------------------------------
     def _reap(self, now: float, report: TickReport) -> None:
-        polled: dict[int, ExitInfo | None] = {}  # a fused process is polled once for all its runs
+        polled: dict[int, ExitInfo | None] = {}  # a group's process is polled once for all its runs
         for run_id, act in list(self.active.items()):
             if id(act.handle) not in polled:
                 polled[id(act.handle)] = act.handle.poll()
@@ -200,18 +201,18 @@ class Supervisor:
                 elif act.term_sent is not None and now - act.term_sent >= s.kill_grace_s:
                     late = f"did not stop within {s.cancel_grace_s + s.kill_grace_s:g} s of the cancel"
                     self._kill(act, now, f"it {late}; killed",
-                               f"its fused process {late} of run {run_id}; killed")
+                               f"its process {late} of run {run_id}; killed")
                 continue
             beat = _ts(run.heartbeat_at)
             if beat is not None and now - beat > s.stale_after_s:
                 self._kill(act, now, f"no heartbeat for {now - beat:.0f} s; the supervisor killed its process")
 
     def _sharing(self, act: Active) -> list[Active]:
-        """The runs of act's process: act alone, or every run of its fused process."""
+        """The runs of act's process: act alone, or every run of its group's process."""
         return [a for a in self.active.values() if a.handle is act.handle]
 
     def _kill(self, act: Active, now: float, reason: str, others: str | None = None) -> None:
-        """SIGKILL act's process; every run of it records why (``others``: for its fused runs)."""
+        """SIGKILL act's process; every run of it records why (``others``: for the other runs of its process)."""
         act.handle.kill()
         for a in self._sharing(act):
             if a.kill_sent is None:
@@ -238,8 +239,9 @@ class Supervisor:
 
     @property
     def fuse_max(self) -> int:
-        """Most runs one process trains: GCE_LAB_FUSE_MAX, or 1 if the executor cannot fuse."""
-        return self.settings.fuse_max if hasattr(self.executor, "start_fused") else 1
+        """Most runs one process trains: GCE_LAB_FUSE_MAX, or 1 if the executor cannot start a
+        group's process."""
+        return self.settings.fuse_max if hasattr(self.executor, "start_group") else 1
 
     def _fill(self, now: float, report: TickReport) -> None:
         free = self._free_slots()
@@ -254,7 +256,7 @@ class Supervisor:
                 if len(runs) == 1:
                     handle = self.executor.start(runs[0], token, slot, self.child_env)
                 else:
-                    handle = self.executor.start_fused(runs, token, slot, self.child_env)
+                    handle = self.executor.start_group(runs, token, slot, self.child_env)
             except Exception as exc:  # this machine's problem, not the runs': counted, retried
                 why = f"its process could not start: {exc}"
                 for run in runs:
@@ -266,15 +268,21 @@ class Supervisor:
                 self.active[run.id] = Active(run.id, token, handle, slot)
                 report.started.append(run.id)
             if len(runs) > 1:
-                self._note_fused(runs, handle)
+                self._note_group(runs, handle)
 
-    def _note_fused(self, runs: Sequence[RunRecord], handle: RunHandle) -> None:
+    def _note_group(self, runs: Sequence[RunRecord], handle: RunHandle) -> None:
         ids = [r.id for r in runs]
         pid = f" (pid {handle.pid})" if handle.pid is not None else ""
+        in_turn = runs[0].spec.compile
         for run_id in ids:
             others = ", ".join(i for i in ids if i != run_id)
-            self.executor.note(run_id, f"supervisor: fused with {others}: one process{pid} trains these "
-                               f"{len(ids)} runs of group {runs[0].group} together (gce_core.fused)")
+            if in_turn:
+                self.executor.note(run_id, f"supervisor: in turn with {others}: one process{pid} trains these "
+                                   f"{len(ids)} runs of group {runs[0].group} one after another, "
+                                   f"compiling the model once (compile)")
+            else:
+                self.executor.note(run_id, f"supervisor: fused with {others}: one process{pid} trains these "
+                                   f"{len(ids)} runs of group {runs[0].group} together (gce_core.fused)")
 
     # --- orphans: runs whose supervisor is gone ------------------------------------------------------
     def _worker_alive(self, w: WorkerInfo, now: float) -> bool:
@@ -310,7 +318,7 @@ class Supervisor:
         if handle is not None and fresh:
             if self.store.adopt(run.id, run.claim_token, self.id):
                 mate = self._same_process(run)
-                if mate is not None:  # a fused process: its runs share one handle and one slot
+                if mate is not None:  # a group's process: its runs share one handle and one slot
                     handle, slot = mate.handle, mate.slot
                 else:
                     free = self._free_slots()

@@ -1,19 +1,21 @@
-"""The training process of one run, or of several runs of one group trained together:
+"""The training process of one run, or of several runs of one group claimed together:
 
     python -m jobs.worker_process RUN_ID CLAIM_TOKEN
-    python -m jobs.worker_process --fused CLAIM_TOKEN RUN_ID [RUN_ID ...]
+    python -m jobs.worker_process --group CLAIM_TOKEN RUN_ID [RUN_ID ...]
 
 Started by an executor after the supervisor claimed the run(s): the local executor runs this module
 as a fresh process; the Ray executor calls ``run_group_guarded`` inside a fresh Ray worker process.
-One run trains with gce_core.train; fused runs (claimed together, with one token) train as one
-job with gce_core.fused.train_fused. Each run resumes from the checkpoint in <lab home>/runs/<id>/
+One run trains with gce_core.train. Runs claimed together (one token; gce_core.fusable.process_key)
+train as one job with gce_core.fused.train_fused (fused runs), or, with compile, one after another
+with gce_core.train (runs in turn: the first compiles, the rest reuse its graphs; see
+``train_in_turn``). Each run resumes from the checkpoint in <lab home>/runs/<id>/
 if there is one, and has every epoch written to the store (a repeated epoch is ignored). One thread
 heartbeats every run; training stops at a batch boundary when a run's cancel flag is set (read at
 most every GCE_LAB_CANCEL_POLL_S), a run is taken over, or on SIGTERM/SIGINT. The process writes
 the end of a run itself when it knows it (completed, cancelled); anything else the supervisor
 reads from the exit code (jobs.executor.EXIT_*). A fused process stopped for one run (cancelled,
 taken over) exits EXIT_STOPPED, so its other runs are queued again, not counted as crashed, and
-resume fused without it.
+resume fused without it. Runs in turn end one by one, as each is done.
 
 The process's stdout is the first run's log; each run's own lines (start, epochs, end) go to its
 own log.
@@ -108,6 +110,40 @@ class StopCheck:
         return "superseded" if self.lost else None
 
 
+class InTurnCheck(StopCheck):
+    """The stop check of a process that trains its runs in turn: it stops the run in training for
+    a signal, its cancel or its lost claim, and for nothing else. A waiting run that is cancelled
+    is written cancelled at once, one taken over is dropped; both leave ``waiting`` (shared with
+    the caller), and the run in training goes on."""
+
+    def __init__(self, store, current: str, waiting: list[str], token: str, heartbeat: Heartbeat | None,
+                 poll_s: float, log: RunLogs, clock=time.monotonic):
+        super().__init__(store, [current, *waiting], token, heartbeat, poll_s, clock)
+        self.current, self.waiting, self.log = current, waiting, log
+
+    def _check(self) -> str | None:
+        reason = super()._check()
+        if reason not in ("cancel", "superseded") or self.current in self.cancelled + self.lost:
+            return reason
+        from jobs.status import RunStatus
+
+        gone = set(self.lost)
+        for run_id in self.cancelled:
+            try:
+                self.store.finish(run_id, self.token, RunStatus.CANCELLED, now=time.time())
+            except Exception as exc:  # a database hiccup: it stays waiting; the next read retries
+                print(f"could not write the cancel of run {run_id}: {exc}", file=sys.stderr, flush=True)
+                continue
+            gone.add(run_id)
+            self.log.say(run_id, f"run {run_id} was cancelled while it waited for its turn")
+        for run_id in self.lost:
+            self.log.say(run_id, f"run {run_id} is not this process's to run any more; it will not train here")
+        self.waiting[:] = [i for i in self.waiting if i not in gone]
+        self.run_ids = [self.current, *self.waiting]
+        self.cancelled, self.lost = [], []
+        return None
+
+
 def _fmt(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
@@ -191,8 +227,8 @@ def _epoch_line(row: dict, epochs: int, fused: int) -> str:
 
 
 def run_group(run_ids: Sequence[str], token: str) -> int:
-    """Train the runs claimed together with ``token`` (one run, or fusable runs of one group) in
-    this process; the exit code (jobs.executor.EXIT_*)."""
+    """Train the runs claimed together with ``token`` (one run, fusable runs of one group, or a
+    group's compile runs in turn) in this process; the exit code (jobs.executor.EXIT_*)."""
     from jobs.store import Store, Superseded
 
     settings = config.SupervisorSettings.from_env()
@@ -203,10 +239,14 @@ def run_group(run_ids: Sequence[str], token: str) -> int:
         return EXIT_OK if ours else EXIT_SUPERSEDED
     ids = [r.id for r in records]
     folders = [config.run_dir(i) for i in ids]
+    in_turn = len(records) > 1 and records[0].spec.compile
     for rec, folder in zip(records, folders, strict=True):
-        fused = f"; fused with {', '.join(i for i in ids if i != rec.id)}" if len(ids) > 1 else ""
+        how = "trained in turn with" if in_turn else "fused with"
+        mates = f"; {how} {', '.join(i for i in ids if i != rec.id)}" if len(ids) > 1 else ""
         log.say(rec.id, f"run {rec.id} ({rec.name}), attempt {rec.attempts}, pid {os.getpid()}; "
-                        f"checkpoints in {folder}{fused}")
+                        f"checkpoints in {folder}{mates}")
+    if in_turn:
+        return train_in_turn(store, records, token, log, settings)
     beat = Heartbeat(store, ids, token, settings.heartbeat_s)
     beat.start()
     check = StopCheck(store, ids, token, beat, settings.cancel_poll_s)
@@ -241,6 +281,90 @@ def run_group(run_ids: Sequence[str], token: str) -> int:
     return EXIT_OK if completed == len(ids) else EXIT_SUPERSEDED
 
 
+def _retryable(exc: BaseException) -> bool:
+    """Out of memory (torch.OutOfMemoryError on CUDA) or the database out of reach: resumable."""
+    return isinstance(exc, (MemoryError, OperationalError)) or type(exc).__name__ == "OutOfMemoryError"
+
+
+def train_in_turn(store, records: Sequence, token: str, log: RunLogs, settings) -> int:
+    """Train a group's compile runs claimed together one after another in this process. The first
+    run compiles the model; torch keeps its graphs for the life of the process, so the others
+    (same architecture and shapes: gce_core.fusable.in_turn_key) compile nothing. Each run ends as
+    soon as it is done: completed, cancelled (InTurnCheck), taken over, or failed with its own
+    error, and the next one starts. Only a signal, or an error that a resume may cure (out of
+    memory, the database), ends the process early: the runs still its then resume later from
+    their checkpoints. The exit code (jobs.executor.EXIT_*)."""
+    from gce_core.train import train
+    from jobs.status import RunStatus
+    from jobs.store import Superseded
+
+    beat = Heartbeat(store, [r.id for r in records], token, settings.heartbeat_s)
+    beat.start()
+    specs = {r.id: r.spec for r in records}
+    first, waiting = records[0].id, [r.id for r in records[1:]]
+    run_id: str | None = first
+    try:
+        while run_id is not None:
+            if run_id != first:
+                log.say(run_id, f"run {run_id} starts after the runs before it in this process "
+                                f"(pid {os.getpid()}); the compiled graphs of run {first} are reused")
+            check = InTurnCheck(store, run_id, waiting, token, beat, settings.cancel_poll_s, log)
+            spec = specs[run_id]
+
+            def on_epoch(row: dict, run_id: str = run_id, epochs: int = spec.epochs) -> None:
+                store.add_epoch(run_id, token, row, now=time.time())
+                log.say(run_id, _epoch_line(row, epochs, 1))
+
+            try:
+                summary = train(spec, on_epoch=on_epoch, should_stop=check, checkpoint_dir=config.run_dir(run_id))
+            except Superseded as exc:
+                log.say(run_id, f"stopping: {exc}")
+                summary = None
+            except Exception as exc:
+                if _retryable(exc):
+                    raise
+                _fail(store, run_id, token, exc, log)
+                summary = None
+            if summary is not None and summary["stopped"]:
+                if check.reason == "signal":
+                    for i in [run_id, *waiting]:
+                        log.say(i, "stopped at a batch boundary (signal); resumes from its checkpoint")
+                    return EXIT_STOPPED
+                if check.cancelled:
+                    store.finish(run_id, token, RunStatus.CANCELLED, now=time.time())
+                log.say(run_id, f"stopped at a batch boundary ({check.reason}) after "
+                                f"{summary['epochs_completed']} epochs")
+            elif summary is not None and store.complete(run_id, token, summary, now=time.time()):
+                log.say(run_id, f"completed: test accuracy at best validation epoch "
+                                f"{_fmt(summary['test_acc_at_best_val'])}")
+            run_id = _next_in_turn(store, waiting, token, log)
+    finally:
+        beat.stop()
+    return EXIT_OK
+
+
+def _fail(store, run_id: str, token: str, exc: Exception, log: RunLogs) -> None:
+    """Write a run trained in turn failed with its error (the traceback to its log)."""
+    from jobs.logs import read_tail, with_tail
+    from jobs.status import RunStatus
+
+    log.say(run_id, traceback.format_exc().rstrip())
+    what = f"training raised an error: {type(exc).__name__}: {exc}"
+    log.say(run_id, f"error: {type(exc).__name__}: {exc}; the other runs of this process go on")
+    error = with_tail(what, read_tail(config.log_path(run_id)))
+    store.finish(run_id, token, RunStatus.FAILED, now=time.time(), error=error)
+
+
+def _next_in_turn(store, waiting: list[str], token: str, log: RunLogs) -> str | None:
+    """Take the next waiting run that is still this process's and not cancelled (written
+    cancelled here if it is); None when none is left."""
+    while waiting:
+        run_id = waiting.pop(0)
+        if _still_ours(store, [run_id], token, log)[0]:
+            return run_id
+    return None
+
+
 def run(run_id: str, token: str) -> int:
     """``run_group`` of one run."""
     return run_group([run_id], token)
@@ -259,8 +383,7 @@ def run_group_guarded(run_ids: Sequence[str], token: str) -> int:
         return run_group(run_ids, token)
     except Exception as exc:  # MemoryError included
         traceback.print_exc()
-        # out of memory (torch.OutOfMemoryError on CUDA) or the database out of reach: resumable
-        retry = isinstance(exc, (MemoryError, OperationalError)) or type(exc).__name__ == "OutOfMemoryError"
+        retry = _retryable(exc)
         line = f"error: {type(exc).__name__}: {exc}"
         print(line, file=sys.stderr, flush=True)
         RunLogs(run_ids).say_all(run_ids[1:], f"{line} (traceback in the log of run {run_ids[0]})")
@@ -273,14 +396,14 @@ def run_guarded(run_id: str, token: str) -> int:
 
 
 USAGE = ("usage: python -m jobs.worker_process RUN_ID CLAIM_TOKEN\n"
-         "       python -m jobs.worker_process --fused CLAIM_TOKEN RUN_ID [RUN_ID ...]\n"
+         "       python -m jobs.worker_process --group CLAIM_TOKEN RUN_ID [RUN_ID ...]\n"
          "(started by the supervisor)")
 
 
 def main(argv: list[str] | None = None) -> int:
     install_signal_handlers()
     args = sys.argv[1:] if argv is None else argv
-    if len(args) >= 3 and args[0] == "--fused":
+    if len(args) >= 3 and args[0] == "--group":
         return run_group_guarded(args[2:], args[1])
     if len(args) == 2 and not args[0].startswith("-"):
         return run_guarded(*args)

@@ -1,4 +1,5 @@
-"""The torch-free fusion rule agrees with the fused trainer's own check, and loads no torch."""
+"""The torch-free rule of which runs share a process: fusion agrees with the fused trainer's own
+check; compile runs go in turn; it loads no torch."""
 
 import subprocess
 import sys
@@ -7,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from gce_core import fused
-from gce_core.fusable import FUSABLE_DIFFERENCES, FUSABLE_MODELS, fusion_key
+from gce_core.fusable import (
+    FUSABLE_DIFFERENCES,
+    FUSABLE_MODELS,
+    fusion_key,
+    in_turn_key,
+    process_key,
+)
 from gce_core.fused import can_fuse
 from gce_core.spec import parse_spec
 
@@ -55,3 +62,18 @@ def test_the_rule_module_does_not_import_torch():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_compile_runs_share_a_process_in_turn_when_only_fusable_fields_differ():
+    cnn = dict(BASE, model="cnn", compile=True)
+    a = parse_spec(cnn)
+    b = parse_spec(dict(cnn, loss="lq", q=0.3, seed=4, noise="class_dependent", name="b"))
+    assert in_turn_key(a) is not None and in_turn_key(a) == in_turn_key(b)
+    assert process_key(a) == process_key(b) == ("in turn", in_turn_key(a))
+    assert in_turn_key(parse_spec(dict(cnn, lr=0.05))) != in_turn_key(a)
+    assert in_turn_key(parse_spec(dict(cnn, model="resnet18"))) != in_turn_key(a)
+    assert in_turn_key(parse_spec(dict(BASE, model="cnn"))) is None  # not compiled: a process of its own
+    assert process_key(parse_spec(dict(BASE, model="cnn"))) is None
+    mlp = parse_spec(BASE)  # fusable: fused, never in turn
+    assert process_key(mlp) == ("fused", fusion_key(mlp)) and in_turn_key(mlp) is None
+    assert process_key(parse_spec(dict(BASE, compile=True)))[0] == "in turn"

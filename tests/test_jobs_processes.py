@@ -2,8 +2,8 @@
 
 The supervisor runs in the test's process and is driven by tick(now); every run is its own
 `python -m jobs.worker_process` child, as in production (runs of a group: one child for the
-group, trained by gce_core.fused). Each child imports torch (~2 s), so the specs are tiny and the
-number of process starts is kept small.
+group, trained by gce_core.fused, or in turn with compile). Each child imports torch (~2 s), so
+the specs are tiny and the number of process starts is kept small.
 """
 
 import os
@@ -280,6 +280,60 @@ def test_a_fused_process_that_outlives_its_supervisor_is_adopted_into_one_slot(l
         assert run.status == RunStatus.COMPLETED and run.attempts == 1 and run.crashes == 0, run.error
         assert epochs_of(client, run_id) == list(range(1, 31))
     started.proc.wait(timeout=10)  # reap it: it was this test's child
+
+
+# --- compile runs of a group: one process trains them in turn and compiles once ------------------
+# ~0.06 s per epoch on one thread; dynamo traces with the eager backend (no C++ build in tests)
+COMPILED = [dict(dataset="digits", model="cnn", train_subset=300, batch_size=32, device="cpu",
+                 noise="uniform", noise_rate=0.4, compile=True, loss=loss, seed=seed)
+            for loss, seed in (("cce", 0), ("lq", 1), ("mae", 2))]  # fmt: skip
+
+
+def start_in_turn(lab, monkeypatch, epochs):
+    """Submit COMPILED with ``epochs`` as one group and a one-slot supervisor: (client, sup, specs, ids)."""
+    monkeypatch.setenv("GCE_LAB_COMPILE_BACKEND", "eager")  # the children's environment
+    client, supervisor = lab
+    specs = [dict(spec, epochs=epochs) for spec in COMPILED]
+    _, ids = client.submit_group(specs)
+    return client, supervisor(slots=1), specs, ids
+
+
+@sqlite_only
+def test_a_groups_compile_runs_train_in_turn_in_one_process_each_ending_when_done(lab, monkeypatch):
+    client, sup, specs, ids = start_in_turn(lab, monkeypatch, epochs=3)
+    drive(sup, lambda: all(client.get(i).status.is_final for i in ids) and not sup.active)
+    runs = [client.get(i) for i in ids]
+    assert all(r.status == RunStatus.COMPLETED and r.attempts == 1 and r.crashes == 0 for r in runs)
+    assert len({r.pid for r in runs}) == 1  # one process
+    ended = [r.finished_at for r in runs]
+    assert ended == sorted(ended) and len(set(ended)) == 3  # one after another, each when done
+    for run, spec in zip(runs, specs, strict=True):
+        # the compiled run's rows are those of the plain run trained alone
+        assert_rows_close(client.metrics(run.id), alone(dict(spec, compile=False)))
+        log = config.log_path(run.id).read_text()
+        others = [i for i in ids if i != run.id]
+        assert f"supervisor: in turn with {', '.join(others)}: one process (pid {run.pid})" in log
+        assert "epoch 3/3: train loss" in log and "fused epoch" not in log
+        assert "completed: test accuracy" in log
+    for run_id in ids[1:]:
+        assert f"the compiled graphs of run {ids[0]} are reused" in config.log_path(run_id).read_text()
+
+
+@sqlite_only
+def test_cancelling_a_run_waiting_its_turn_ends_it_at_once_and_the_others_go_on(lab, monkeypatch):
+    client, sup, _, (a, b, c) = start_in_turn(lab, monkeypatch, epochs=40)
+    drive(sup, lambda: client.get(a).epochs_done >= 2)
+    client.cancel(c)
+    drive(sup, lambda: client.get(c).status.is_final)
+    assert client.get(a).status == RunStatus.RUNNING and client.get(a).epochs_done < 40  # not stopped
+    cancelled = client.get(c)
+    assert cancelled.status == RunStatus.CANCELLED and cancelled.epochs_done == 0 and cancelled.crashes == 0
+    assert "was cancelled while it waited for its turn" in config.log_path(c).read_text()
+    drive(sup, lambda: all(client.get(i).status.is_final for i in (a, b)) and not sup.active)
+    for run_id in (a, b):
+        run = client.get(run_id)
+        assert run.status == RunStatus.COMPLETED and run.attempts == 1 and run.crashes == 0, run.error
+        assert epochs_of(client, run_id) == list(range(1, 41))
 
 
 def test_every_run_process_shares_one_compile_cache_under_the_lab_home(tmp_path, monkeypatch):

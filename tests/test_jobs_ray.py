@@ -135,13 +135,13 @@ def test_fused_runs_of_a_group_are_one_ray_task(fake_ray, lab_home):
     _, ids = client.submit_group([dict(TINY, seed=seed) for seed in range(3)])
     runs = client.store.claim_group(worker_id="w", host="h", device=CPU_SLOT, now=time.time(), max_runs=8)
     token = runs[0].claim_token
-    executor.start_fused(runs, token, executor.slots(1)[0], {})
+    executor.start_group(runs, token, executor.slots(1)[0], {})
     ((opts, args),) = fake.submitted
     assert opts == dict(name=f"gce-lab-{ids[0]}+2", num_cpus=1.0, num_gpus=0)  # one task, one share
     assert (args[0], args[1]) == (ids, token) and args[2]["CUDA_VISIBLE_DEVICES"] == ""
     assert "a Ray task (1 CPU)" in config.log_path(ids[0]).read_text()
     third = config.log_path(ids[2]).read_text()
-    assert f"fused with 2 more; its output is in the log of run {ids[0]}" in third
+    assert f", with 2 more; its output is in the log of run {ids[0]}" in third
     client.close()
 
 

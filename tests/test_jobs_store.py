@@ -178,6 +178,17 @@ def test_claim_group_takes_the_fusable_runs_of_the_oldest_runs_group_with_one_to
     assert [[r.id for r in claim_group(store)] for _ in range(5)] == [[cnn], [other], [lone], [slower], []]
 
 
+def test_claim_group_takes_a_groups_compile_runs_together_to_train_in_turn(store):
+    (a,) = queue(store, group="g", now=100.0, model="cnn", compile=True)
+    (mlp,) = queue(store, group="g", now=101.0)  # not compiled: fused with mlp runs, not with a
+    (b,) = queue(store, group="g", now=102.0, model="cnn", compile=True, loss="lq", seed=1)
+    (plain,) = queue(store, group="g", now=103.0, model="cnn")  # not compiled: its own process
+    (wide,) = queue(store, group="g", now=104.0, model="resnet18", compile=True)  # another model
+    got = claim_group(store, now=5000.0)
+    assert [r.id for r in got] == [a, b] and len({r.claim_token for r in got}) == 1
+    assert [[r.id for r in claim_group(store)] for _ in range(4)] == [[mlp], [plain], [wide], []]
+
+
 def test_claim_group_takes_at_most_max_runs_and_a_share_of_the_free_slots(store):
     ids = queue(store, 6, group="g")
     assert [r.id for r in claim_group(store, max_runs=4)] == ids[:4]

@@ -301,13 +301,13 @@ def test_a_run_of_ours_that_we_lost_track_of_is_recovered(store, fake):
 
 # --- fused runs: several runs of a group in one process ------------------------------------------
 class FusingFakeExecutor(FakeExecutor):
-    """A fake executor with start_fused: ``fused`` lists the run ids of each fused start."""
+    """A fake executor with start_group: ``fused`` lists the run ids of each fused start."""
 
     def __init__(self):
         super().__init__()
         self.fused: list[list[str]] = []
 
-    def start_fused(self, runs, token, slot, env):
+    def start_group(self, runs, token, slot, env):
         handle = FakeHandle(5000 + len(self.started))
         self.started += [(r.id, token, slot, dict(env), handle) for r in runs]
         self.fused.append([r.id for r in runs])
@@ -403,7 +403,7 @@ def test_an_unhonoured_cancel_signals_the_fused_process_once_and_its_other_runs_
     handle.exit = ExitInfo(-9)
     report = sup.tick(T + 13)
     assert dict(report.ended) == {a: RunStatus.INTERRUPTED, b: RunStatus.CANCELLED, c: RunStatus.INTERRUPTED}
-    assert "its fused process did not stop within 10 s of the cancel of run " + b in store.get(a).error
+    assert "its process did not stop within 10 s of the cancel of run " + b in store.get(a).error
     assert store.get(b).crashes == 0 and store.get(a).crashes == 1
 
 

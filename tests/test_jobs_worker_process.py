@@ -1,10 +1,14 @@
 """The training process's stop check: cheap (the database at most every poll_s), every reason, and
-for fused runs which run stopped them; its command line."""
+for fused runs which run stopped them; runs in turn (each ends on its own); its command line."""
+
+from types import SimpleNamespace
 
 import pytest
 
-from jobs import worker_process
-from jobs.worker_process import StopCheck
+from jobs import config, worker_process
+from jobs.config import SupervisorSettings
+from jobs.status import RunStatus
+from jobs.worker_process import InTurnCheck, RunLogs, StopCheck, train_in_turn
 
 
 class FakeStore:
@@ -87,14 +91,93 @@ def test_a_fused_process_stops_when_one_of_its_runs_is_taken_over():
     assert (check.cancelled, check.lost) == ([], ["a"])
 
 
-def test_the_command_line_takes_one_run_or_fused_runs(monkeypatch, capsys):
+def test_the_command_line_takes_one_run_or_a_group(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(worker_process, "run_group_guarded",
                         lambda ids, token: calls.append((list(ids), token)) or 0)
     monkeypatch.setattr(worker_process, "install_signal_handlers", lambda: {})
     assert worker_process.main(["r1", "tok"]) == 0
-    assert worker_process.main(["--fused", "tok", "r1", "r2", "r3"]) == 0
+    assert worker_process.main(["--group", "tok", "r1", "r2", "r3"]) == 0
     assert calls == [(["r1"], "tok"), (["r1", "r2", "r3"], "tok")]
-    for bad in (["r1"], ["--fused", "tok"], ["r1", "tok", "r2"]):
+    for bad in (["r1"], ["--group", "tok"], ["r1", "tok", "r2"]):
         assert worker_process.main(bad) == worker_process.EXIT_ERROR
-    assert "--fused CLAIM_TOKEN RUN_ID [RUN_ID ...]" in capsys.readouterr().err
+    assert "--group CLAIM_TOKEN RUN_ID [RUN_ID ...]" in capsys.readouterr().err
+
+
+# --- runs in turn (a group's compile runs in one process) -----------------------------------------
+class InTurnStore(FakeStore):
+    """FakeStore plus the writes of a process training runs in turn, recorded."""
+
+    def __init__(self, records=()):
+        super().__init__()
+        self.records = {r.id: r for r in records}
+        self.finished: dict[str, tuple[RunStatus, str | None]] = {}
+        self.completed: list[str] = []
+
+    def finish(self, run_id, token, status, *, now, error=None, crashed=False):
+        self.finished[run_id] = (status, error)
+        return True
+
+    def complete(self, run_id, token, summary, *, now):
+        self.completed.append(run_id)
+        return True
+
+    def get_many(self, run_ids):
+        return {i: self.records[i] for i in run_ids if i in self.records}
+
+    def set_pid(self, run_id, token, pid):
+        return True
+
+    def add_epoch(self, run_id, token, row, *, now):
+        return True
+
+    def heartbeat_many(self, run_ids, token, *, now):
+        return len(run_ids)
+
+
+def test_a_cancelled_waiting_run_ends_at_once_without_stopping_the_run_in_training(lab_home):
+    store, clock = InTurnStore(), Clock()
+    waiting = ["b", "c"]
+    check = InTurnCheck(store, "a", waiting, "tok", None, 0.5, RunLogs(["a", "b", "c"]), clock=clock)
+    store.state = {"c": (True, True)}
+    assert not check()
+    assert store.finished == {"c": (RunStatus.CANCELLED, None)} and waiting == ["b"]
+    assert "was cancelled while it waited for its turn" in config.log_path("c").read_text()
+    clock.t += 1.0
+    store.state = {"b": (False, False)}  # taken over: dropped, not written
+    assert not check() and waiting == [] and list(store.finished) == ["c"]
+    clock.t += 1.0
+    store.state = {"a": (True, True)}  # the run in training: stops it
+    assert check() and check.reason == "cancel" and check.cancelled == ["a"]
+
+
+def record(run_id, loss):
+    spec = SimpleNamespace(epochs=1, compile=True, loss=loss)
+    return SimpleNamespace(id=run_id, name=run_id, claim_token="tok", status=RunStatus.RUNNING,
+                           cancel_requested=False, spec=spec, attempts=1, epochs_done=0)
+
+
+def test_a_run_in_turn_that_raises_fails_alone_and_the_next_one_trains(lab_home, monkeypatch):
+    import gce_core.train
+
+    trained = []
+
+    def fake_train(spec, on_epoch, should_stop, checkpoint_dir):
+        trained.append(spec.loss)
+        if spec.loss == "bad":
+            raise ValueError("no such thing")
+        on_epoch(dict(epoch=1, train_loss=0.5, val_acc=0.5, test_acc=0.5, seconds=0.1))
+        return {"stopped": False, "epochs_completed": 1, "test_acc_at_best_val": 0.5}
+
+    monkeypatch.setattr(gce_core.train, "train", fake_train)
+    records = [record("a", "cce"), record("b", "bad"), record("c", "lq")]
+    store = InTurnStore(records)
+    settings = SupervisorSettings(heartbeat_s=60.0)
+    code = train_in_turn(store, records, "tok", RunLogs(["a", "b", "c"]), settings)
+    assert code == worker_process.EXIT_OK
+    assert trained == ["cce", "bad", "lq"] and store.completed == ["a", "c"]
+    status, error = store.finished["b"]
+    assert status == RunStatus.FAILED and "training raised an error: ValueError: no such thing" in error
+    log_b = config.log_path("b").read_text()
+    assert "Traceback" in log_b and "the other runs of this process go on" in log_b
+    assert "the compiled graphs of run a are reused" in config.log_path("c").read_text()

@@ -105,3 +105,25 @@ def test_pruning_quality_and_summary():
     rows = [{"epoch": 1, "val_acc": 0.5, "test_acc": 0.6}, {"epoch": 2, "val_acc": 0.7, "test_acc": 0.65},
             {"epoch": 3, "val_acc": 0.7, "test_acc": 0.9}, {"epoch": 4, "val_acc": 0.4, "test_acc": 0.3}]
     assert summarize(rows) == {"test_acc_at_best_val": 0.65, "best_val_epoch": 2, "last_test_acc": 0.3, "best_test_acc": 0.9}
+
+
+# --- compile: a process compiles a model's graphs once ------------------------------------------
+CNN = dict(dataset="digits", model="cnn", train_subset=128, epochs=1, batch_size=64,
+           noise="uniform", noise_rate=0.4, device="cpu")  # fmt: skip
+
+
+def test_a_second_compiled_run_in_one_process_compiles_nothing(monkeypatch):
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("GCE_LAB_COMPILE_BACKEND", "eager")  # dynamo traces; no C++ build in tests
+    torch._dynamo.reset()
+    graphs = lambda: counters["stats"]["unique_graphs"]  # noqa: E731
+    before = graphs()
+    first = run(dict(CNN, compile=True, loss="cce", seed=0))[1]
+    compiled_once = graphs() - before
+    second = run(dict(CNN, compile=True, loss="lq", seed=1))[1]
+    assert compiled_once >= 1
+    assert graphs() - before == compiled_once  # the second run traced and compiled nothing
+    # and the compiled runs train exactly like the plain ones
+    assert strip_time(first) == strip_time(run(dict(CNN, loss="cce", seed=0))[1])
+    assert strip_time(second) == strip_time(run(dict(CNN, loss="lq", seed=1))[1])
