@@ -8,14 +8,15 @@ as a fresh process; the Ray executor calls ``run_group_guarded`` inside a fresh 
 One run trains with gce_core.train. Runs claimed together (one token; gce_core.fusable.process_key)
 train as one job with gce_core.fused.train_fused (fused runs), or, with compile, one after another
 with gce_core.train (runs in turn: the first compiles, the rest reuse its graphs; see
-``train_in_turn``). Each run resumes from the checkpoint in <lab home>/runs/<id>/
-if there is one, and has every epoch written to the store (a repeated epoch is ignored). One thread
-heartbeats every run; training stops at a batch boundary when a run's cancel flag is set (read at
+``train_in_turn``). Each run resumes from the checkpoint in <lab home>/runs/<id>/ if there is one,
+and has every epoch written to the store (a repeated epoch is ignored). One thread heartbeats
+every run (and, for runs in turn, ends the waiting ones that are cancelled); training stops at a batch boundary when a run's cancel flag is set (read at
 most every GCE_LAB_CANCEL_POLL_S), a run is taken over, or on SIGTERM/SIGINT. The process writes
 the end of a run itself when it knows it (completed, cancelled); anything else the supervisor
 reads from the exit code (jobs.executor.EXIT_*). A fused process stopped for one run (cancelled,
 taken over) exits EXIT_STOPPED, so its other runs are queued again, not counted as crashed, and
-resume fused without it. Runs in turn end one by one, as each is done.
+resume fused without it. Runs in turn end one by one, as each is done (a failing one fails
+alone; the next one starts).
 
 The process's stdout is the first run's log; each run's own lines (start, epochs, end) go to its
 own log.
@@ -29,7 +30,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import OperationalError
 
@@ -47,11 +48,14 @@ def _on_signal(signum, _frame) -> None:
 
 class Heartbeat(threading.Thread):
     """Writes the heartbeat of every run of the process every ``period`` seconds; ``lost`` is set
-    once none of them is this process's any more."""
+    once none of them is this process's any more. ``on_beat``, if given, is called after each
+    beat (in this thread: it runs while training computes, compiles or evaluates)."""
 
-    def __init__(self, store, run_ids: Sequence[str], token: str, period: float):
+    def __init__(self, store, run_ids: Sequence[str], token: str, period: float,
+                 on_beat: Callable[[], None] | None = None):
         super().__init__(name=f"heartbeat-{run_ids[0]}", daemon=True)
         self.store, self.run_ids, self.token, self.period = store, list(run_ids), token, period
+        self.on_beat = on_beat
         self.lost = threading.Event()
         self._done = threading.Event()
 
@@ -61,6 +65,8 @@ class Heartbeat(threading.Thread):
                 if self.store.heartbeat_many(self.run_ids, self.token, now=time.time()) == 0:
                     self.lost.set()
                     return
+                if self.on_beat is not None:
+                    self.on_beat()
             except Exception as exc:  # a database hiccup: say so, keep training, try again
                 print(f"heartbeat failed: {exc}", file=sys.stderr, flush=True)
 
@@ -110,37 +116,45 @@ class StopCheck:
         return "superseded" if self.lost else None
 
 
-class InTurnCheck(StopCheck):
-    """The stop check of a process that trains its runs in turn: it stops the run in training for
-    a signal, its cancel or its lost claim, and for nothing else. A waiting run that is cancelled
-    is written cancelled at once, one taken over is dropped; both leave ``waiting`` (shared with
-    the caller), and the run in training goes on."""
+class WaitingRuns:
+    """The runs of a process training in turn that have not started yet. ``check`` (the heartbeat
+    thread calls it, so it also runs while the run in training compiles) writes a cancelled one
+    ``cancelled`` at once and drops one that is no longer this process's; ``next`` hands out the
+    next one that is still this process's to train. Both hold one lock: a run is either handed
+    out or cancelled, never both."""
 
-    def __init__(self, store, current: str, waiting: list[str], token: str, heartbeat: Heartbeat | None,
-                 poll_s: float, log: RunLogs, clock=time.monotonic):
-        super().__init__(store, [current, *waiting], token, heartbeat, poll_s, clock)
-        self.current, self.waiting, self.log = current, waiting, log
+    def __init__(self, store, run_ids: Sequence[str], token: str, log: RunLogs):
+        self.store, self.token, self.log = store, token, log
+        self.ids = list(run_ids)
+        self._lock = threading.Lock()
 
-    def _check(self) -> str | None:
-        reason = super()._check()
-        if reason not in ("cancel", "superseded") or self.current in self.cancelled + self.lost:
-            return reason
+    def check(self) -> None:
         from jobs.status import RunStatus
 
-        gone = set(self.lost)
-        for run_id in self.cancelled:
-            try:
-                self.store.finish(run_id, self.token, RunStatus.CANCELLED, now=time.time())
-            except Exception as exc:  # a database hiccup: it stays waiting; the next read retries
-                print(f"could not write the cancel of run {run_id}: {exc}", file=sys.stderr, flush=True)
-                continue
-            gone.add(run_id)
-            self.log.say(run_id, f"run {run_id} was cancelled while it waited for its turn")
-        for run_id in self.lost:
-            self.log.say(run_id, f"run {run_id} is not this process's to run any more; it will not train here")
-        self.waiting[:] = [i for i in self.waiting if i not in gone]
-        self.run_ids = [self.current, *self.waiting]
-        self.cancelled, self.lost = [], []
+        with self._lock:
+            if not self.ids:
+                return
+            states = self.store.controls(self.ids, self.token)
+            for run_id in list(self.ids):
+                mine, cancel = states[run_id]
+                if not mine:
+                    self.log.say(run_id, f"run {run_id} is not this process's to run any more; "
+                                         f"it will not train here")
+                elif cancel:
+                    self.store.finish(run_id, self.token, RunStatus.CANCELLED, now=time.time())
+                    self.log.say(run_id, f"run {run_id} was cancelled while it waited for its turn")
+                else:
+                    continue
+                self.ids.remove(run_id)
+
+    def next(self) -> str | None:
+        """The next run to train (its pid set; a cancelled one written cancelled on the way);
+        None when none is left."""
+        with self._lock:
+            while self.ids:
+                run_id = self.ids.pop(0)
+                if _still_ours(self.store, [run_id], self.token, self.log)[0]:
+                    return run_id
         return None
 
 
@@ -290,25 +304,26 @@ def train_in_turn(store, records: Sequence, token: str, log: RunLogs, settings) 
     """Train a group's compile runs claimed together one after another in this process. The first
     run compiles the model; torch keeps its graphs for the life of the process, so the others
     (same architecture and shapes: gce_core.fusable.in_turn_key) compile nothing. Each run ends as
-    soon as it is done: completed, cancelled (InTurnCheck), taken over, or failed with its own
-    error, and the next one starts. Only a signal, or an error that a resume may cure (out of
-    memory, the database), ends the process early: the runs still its then resume later from
-    their checkpoints. The exit code (jobs.executor.EXIT_*)."""
+    soon as it is done: completed, cancelled, taken over, or failed with its own error, and the
+    next one starts; a waiting run that is cancelled ends at once (WaitingRuns). Only a signal, or
+    an error that a resume may cure (out of memory, the database), ends the process early: the
+    runs still its then resume later from their checkpoints. The exit code (jobs.executor.EXIT_*)."""
     from gce_core.train import train
     from jobs.status import RunStatus
     from jobs.store import Superseded
 
-    beat = Heartbeat(store, [r.id for r in records], token, settings.heartbeat_s)
+    first = records[0].id
+    waiting = WaitingRuns(store, [r.id for r in records[1:]], token, log)
+    beat = Heartbeat(store, [r.id for r in records], token, settings.heartbeat_s, on_beat=waiting.check)
     beat.start()
     specs = {r.id: r.spec for r in records}
-    first, waiting = records[0].id, [r.id for r in records[1:]]
     run_id: str | None = first
     try:
         while run_id is not None:
             if run_id != first:
                 log.say(run_id, f"run {run_id} starts after the runs before it in this process "
                                 f"(pid {os.getpid()}); the compiled graphs of run {first} are reused")
-            check = InTurnCheck(store, run_id, waiting, token, beat, settings.cancel_poll_s, log)
+            check = StopCheck(store, [run_id], token, None, settings.cancel_poll_s)
             spec = specs[run_id]
 
             def on_epoch(row: dict, run_id: str = run_id, epochs: int = spec.epochs) -> None:
@@ -327,7 +342,7 @@ def train_in_turn(store, records: Sequence, token: str, log: RunLogs, settings) 
                 summary = None
             if summary is not None and summary["stopped"]:
                 if check.reason == "signal":
-                    for i in [run_id, *waiting]:
+                    for i in [run_id, *waiting.ids]:
                         log.say(i, "stopped at a batch boundary (signal); resumes from its checkpoint")
                     return EXIT_STOPPED
                 if check.cancelled:
@@ -337,7 +352,7 @@ def train_in_turn(store, records: Sequence, token: str, log: RunLogs, settings) 
             elif summary is not None and store.complete(run_id, token, summary, now=time.time()):
                 log.say(run_id, f"completed: test accuracy at best validation epoch "
                                 f"{_fmt(summary['test_acc_at_best_val'])}")
-            run_id = _next_in_turn(store, waiting, token, log)
+            run_id = waiting.next()
     finally:
         beat.stop()
     return EXIT_OK
@@ -353,16 +368,6 @@ def _fail(store, run_id: str, token: str, exc: Exception, log: RunLogs) -> None:
     log.say(run_id, f"error: {type(exc).__name__}: {exc}; the other runs of this process go on")
     error = with_tail(what, read_tail(config.log_path(run_id)))
     store.finish(run_id, token, RunStatus.FAILED, now=time.time(), error=error)
-
-
-def _next_in_turn(store, waiting: list[str], token: str, log: RunLogs) -> str | None:
-    """Take the next waiting run that is still this process's and not cancelled (written
-    cancelled here if it is); None when none is left."""
-    while waiting:
-        run_id = waiting.pop(0)
-        if _still_ours(store, [run_id], token, log)[0]:
-            return run_id
-    return None
 
 
 def run(run_id: str, token: str) -> int:

@@ -1,6 +1,7 @@
 """The training process's stop check: cheap (the database at most every poll_s), every reason, and
 for fused runs which run stopped them; runs in turn (each ends on its own); its command line."""
 
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from jobs import config, worker_process
 from jobs.config import SupervisorSettings
 from jobs.status import RunStatus
-from jobs.worker_process import InTurnCheck, RunLogs, StopCheck, train_in_turn
+from jobs.worker_process import Heartbeat, RunLogs, StopCheck, WaitingRuns, train_in_turn
 
 
 class FakeStore:
@@ -135,20 +136,37 @@ class InTurnStore(FakeStore):
         return len(run_ids)
 
 
-def test_a_cancelled_waiting_run_ends_at_once_without_stopping_the_run_in_training(lab_home):
-    store, clock = InTurnStore(), Clock()
-    waiting = ["b", "c"]
-    check = InTurnCheck(store, "a", waiting, "tok", None, 0.5, RunLogs(["a", "b", "c"]), clock=clock)
-    store.state = {"c": (True, True)}
-    assert not check()
-    assert store.finished == {"c": (RunStatus.CANCELLED, None)} and waiting == ["b"]
+def test_a_cancelled_waiting_run_ends_at_once_and_one_taken_over_is_dropped(lab_home):
+    records = [record(i, "cce") for i in "bcd"]
+    store = InTurnStore(records)
+    waiting = WaitingRuns(store, ["b", "c", "d"], "tok", RunLogs(["a", "b", "c", "d"]))
+    waiting.check()
+    assert waiting.ids == ["b", "c", "d"] and store.finished == {}
+    store.state = {"c": (True, True), "d": (False, False)}
+    waiting.check()
+    assert waiting.ids == ["b"] and store.finished == {"c": (RunStatus.CANCELLED, None)}  # d: not written
     assert "was cancelled while it waited for its turn" in config.log_path("c").read_text()
-    clock.t += 1.0
-    store.state = {"b": (False, False)}  # taken over: dropped, not written
-    assert not check() and waiting == [] and list(store.finished) == ["c"]
-    clock.t += 1.0
-    store.state = {"a": (True, True)}  # the run in training: stops it
-    assert check() and check.reason == "cancel" and check.cancelled == ["a"]
+    assert "it will not train here" in config.log_path("d").read_text()
+    assert waiting.next() == "b" and waiting.next() is None
+
+
+def test_next_skips_a_run_cancelled_since_the_last_check(lab_home):
+    records = [record("b", "cce"), record("c", "lq")]
+    records[0].cancel_requested = True
+    store = InTurnStore(records)
+    waiting = WaitingRuns(store, ["b", "c"], "tok", RunLogs(["a", "b", "c"]))
+    assert waiting.next() == "c" and store.finished == {"b": (RunStatus.CANCELLED, None)}
+
+
+def test_the_heartbeat_thread_checks_the_waiting_runs_after_each_beat():
+    store, beats = InTurnStore(), []
+    beat = Heartbeat(store, ["a", "b"], "tok", 0.01, on_beat=lambda: beats.append(1))
+    beat.start()
+    deadline = time.monotonic() + 5
+    while len(beats) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    beat.stop()
+    assert len(beats) >= 3
 
 
 def record(run_id, loss):
