@@ -74,6 +74,7 @@ class LaunchChoices:
     train_subset: int | None = None
     val_fraction: float = 0.1
     augment: bool = False
+    compile: bool = False
     prune_start: int = 40
     prune_every: int = 10
     extra: dict[str, Any] = field(default_factory=dict)  # other spec fields a preset sets

@@ -124,7 +124,7 @@ LAUNCH_PARAMS: dict[str, tuple[str, str]] = {
     "opt": ("optimizer", "str"), "mom": ("momentum", "float"), "wd": ("weight_decay", "float"),
     "ms": ("lr_milestones", "ints"), "gamma": ("lr_gamma", "float"), "subset": ("train_subset", "int"),
     "val": ("val_fraction", "float"), "aug": ("augment", "bool"), "ps": ("prune_start", "int"),
-    "pe": ("prune_every", "int"),
+    "pe": ("prune_every", "int"), "compile": ("compile", "bool"),
 }
 
 

@@ -48,6 +48,17 @@ def test_losses_times_seeds():
     assert [(s.loss, s.seed) for s in specs] == [("lq", 7), ("lq", 8), ("lq", 9), ("truncated_lq", 7), ("truncated_lq", 8), ("truncated_lq", 9)]
 
 
+def test_compile_goes_into_every_spec_and_the_url():
+    from app import url_state as us
+
+    choices = lf.with_values(lf.choices_from_preset("paper_cifar10"), compile=True)
+    specs, problems = lf.build_specs(choices)
+    assert problems == [] and len(specs) == 15 and all(s.compile for s in specs)
+    params = us.launch_to_params("paper_cifar10", choices)
+    assert params["compile"] == "1" and us.launch_from_params(params)[1] == choices
+    assert not any(s.compile for s in lf.build_specs(lf.choices_from_preset("quick"))[0])
+
+
 def test_problems_name_the_field_once_for_all_runs():
     choices = lf.with_values(lf.choices_from_preset("quick"), noise_rate=0.95, seeds=4)
     _, problems = lf.build_specs(choices)

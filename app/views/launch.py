@@ -108,6 +108,7 @@ def form(teach: bool, data_root: str) -> tuple[bool, bool]:
                 a3.number_input("First seed", min_value=0, max_value=2**31 - 1, key=P + "first_seed")
                 a1.selectbox("Class map (class-dependent noise)", [DEFAULT_MAP, *CLASS_MAP_NAMES], key=P + "class_map")
                 a2.checkbox("Augment (crop + flip)", key=P + "augment")
+                a3.checkbox("torch.compile", key=P + "compile", help="Compile the model: pays off on a GPU for long runs. The runs of one launch share one process and compile once.")
                 st.caption(f"Data folder: `{data_root}` (set with $GCE_LAB_DATA before starting the lab).")
         b1, b2 = st.columns(2)
         preview = b1.form_submit_button("Preview", width="stretch")
