@@ -77,6 +77,15 @@ READING = """## Reading the figures
   lowest recent epoch time; the other count is re-timed after 16 epochs, then after twice as
   many each time it loses, up to 128); the run's numbers do not depend on it (below). The
   plain loop keeps torch's default. Compare figures from the same run only.
+- **Compile runs in turn.** `bench_compile` times whole processes, because what it measures is
+  what a process pays before its first step: Python and torch, the data, and torch.compile. With
+  a warm inductor cache compiling still costs a fresh process about 2.5 s on this CPU (tracing
+  the model again and loading its kernels); a second run in the same process reuses the graphs
+  and its first epoch is as short as any other. On a GPU with ResNet-34 both costs are larger;
+  not measured here. Fusing the small CNN instead (torch.func vmap over its stacked weights, a
+  grouped convolution per layer) was tried on this CPU and was slower than the runs one by one
+  (a one-off measurement, not part of this file's run: 66 ms against 55 ms for a training step
+  of 6 runs at batch 128): the runs already keep the core busy, so the lab fuses only the MLP.
 - **Exactness.** The trainer's shortcuts keep the arithmetic: tests/test_losses.py,
   tests/test_optim.py and tests/test_chain.py hold the closed-form loss gradients, the flat SGD
   step and the autograd-free MLP step to autograd's and torch SGD's results bit for bit (the
