@@ -50,6 +50,7 @@ from gce_core.train import (
     is_prune_epoch,
     make_optimizer,
     make_scheduler,
+    mixed_precision,
     new_state,
     plan_epoch,
     record_epoch,
@@ -187,7 +188,7 @@ class FusedGroup:
         # On the CPU the stacked chain steps without autograd (chain.Chain), as train() does;
         # on CUDA it goes through autograd under bf16 autocast, as train() does there.
         self.chain = self.chain_grads = None
-        if device.type == "cpu" and self.stepper.flat:
+        if not mixed_precision(device) and self.stepper.flat:
             self.chain = Chain(self.net.steps, self.net.params)
             self.chain_grads = self.stepper.grad_views(list(self.net.params.items()))
         self.tuner = self._thread_tuner()

@@ -72,6 +72,13 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def mixed_precision(device: torch.device) -> bool:
+    """Whether runs on ``device`` take the accelerator path: channels_last images and models, bf16
+    autocast, every model through autograd (no CPU chain). True on CUDA. The one switch for
+    all of it, so tests can run the path on the CPU (tests/test_train.py, CPU bf16 autocast)."""
+    return device.type == "cuda"
+
+
 @dataclass
 class RunState:
     """Everything that changes during a run; saved whole in each checkpoint."""
@@ -95,8 +102,8 @@ class RunState:
         if self.stepper is None:
             self.stepper = FlatSGD(self.optimizer)
         steps = layer_chain(self.model)
-        on_cpu = all(p.device.type == "cpu" for p in self.model.parameters())
-        if self.chain is None and steps is not None and on_cpu and self.stepper.flat:
+        plain = not any(mixed_precision(p.device) for p in self.model.parameters())
+        if self.chain is None and steps is not None and plain and self.stepper.flat:
             named = list(self.model.named_parameters())
             self.chain = Chain(steps, dict(named))
             self.chain_grads = self.stepper.grad_views(named)
@@ -136,7 +143,7 @@ def new_model(spec: RunSpec, data: ExperimentData, device: torch.device) -> torc
     """The run's seeded initial model on ``device`` (channels_last on CUDA)."""
     model = init_seeded(spec.model, tuple(data.x_train.shape[1:]), data.num_classes, spec.seed)
     model = model.to(device)
-    if device.type == "cuda":
+    if mixed_precision(device):
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -223,8 +230,8 @@ _checkpoint_dict, _restore = checkpoint_state, restore_state  # earlier private 
 
 
 def device_autocast(device: torch.device):
-    """bf16 autocast on CUDA, a no-op context elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    """bf16 autocast on CUDA (``mixed_precision``), a no-op context elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision(device))
 
 
 def _forward_eval(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -317,7 +324,7 @@ def batch_images(
     xb = plan.x[sl] if plan.x is not None else data.x_train[plan.perm[sl]]
     if spec.augment:
         xb = augment.crop_and_flip(xb, plan.offsets[sl], plan.flips[sl])
-    if device.type == "cuda":
+    if mixed_precision(device):
         xb = xb.contiguous(memory_format=torch.channels_last)
     return xb
 

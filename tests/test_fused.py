@@ -137,3 +137,17 @@ def test_fused_rows_are_the_runs_alone_bit_for_bit_whatever_the_thread_counts():
         return [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
 
     assert [strip(rows[i]) for i in range(len(specs))] == [strip(w) for w in want]
+
+
+def test_fused_rows_equal_the_runs_alone_on_the_accelerator_path(monkeypatch):
+    """The path CUDA takes (bf16 autocast, the stacked layers through autograd), run on the CPU."""
+    import gce_core.fused
+    import gce_core.train
+
+    plain = alone(GROUP[0])[1]
+    for module in (gce_core.train, gce_core.fused):
+        monkeypatch.setattr(module, "mixed_precision", lambda device: True)
+    _, rows = fused(GROUP)
+    for i, spec in enumerate(GROUP):
+        assert_rows_close(rows[i], alone(spec)[1])
+    assert [r["train_loss"] for r in rows[0]] != [r["train_loss"] for r in plain]  # bf16 in effect

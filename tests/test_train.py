@@ -127,3 +127,48 @@ def test_a_second_compiled_run_in_one_process_compiles_nothing(monkeypatch):
     # and the compiled runs train exactly like the plain ones
     assert strip_time(first) == strip_time(run(dict(CNN, loss="cce", seed=0))[1])
     assert strip_time(second) == strip_time(run(dict(CNN, loss="lq", seed=1))[1])
+
+
+# --- the accelerator path (on CUDA: channels_last, bf16 autocast, autograd), run on the CPU -------
+@pytest.fixture
+def accelerator_path(monkeypatch):
+    """Runs on the CPU take the path CUDA runs take (CPU bf16 autocast): the code that only a GPU
+    would otherwise reach runs in every test run."""
+    import gce_core.fused
+    import gce_core.train
+
+    for module in (gce_core.train, gce_core.fused):
+        monkeypatch.setattr(module, "mixed_precision", lambda device: True)
+
+
+@pytest.mark.parametrize("spec", [
+    dict(CNN, loss="lq", augment=True, epochs=2),
+    dict(TINY, loss="truncated_lq", epochs=3, prune_start=2, prune_every=1, k=0.1),
+])  # fmt: skip
+def test_the_accelerator_path_trains_in_bf16_with_channels_last(spec, accelerator_path):
+    from gce_core.experiment_data import build_experiment_data
+    from gce_core.train import new_state
+
+    _, rows = run(spec)
+    assert [r["epoch"] for r in rows] == list(range(1, spec["epochs"] + 1))
+    assert all(math.isfinite(r["train_loss"]) and 0.0 <= r["test_acc"] <= 1.0 for r in rows)
+    data = build_experiment_data(parse_spec(spec), torch.device("cpu"))
+    st = new_state(parse_spec(spec), data, torch.device("cpu"))
+    assert st.chain is None  # every model through autograd, as on CUDA
+    if spec["model"] == "cnn":
+        conv = [m for m in st.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # 32 -> 64
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        assert not conv.weight.is_contiguous()
+
+
+
+def test_the_accelerator_path_changes_the_numbers_by_bf16_rounding_only(monkeypatch):
+    spec = dict(TINY, loss="cce", epochs=3, noise="uniform", noise_rate=0.4)
+    plain = run(spec)[1]
+    import gce_core.train
+
+    monkeypatch.setattr(gce_core.train, "mixed_precision", lambda device: True)
+    bf16 = run(spec)[1]
+    assert strip_time(bf16) != strip_time(plain)  # autocast was in effect
+    for a, b in zip(bf16, plain, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=5e-3)
