@@ -16,7 +16,7 @@ import pathlib
 
 import torch
 
-from bench import bench_compile, bench_fused, bench_throughput, bench_trainer
+from bench import bench_compile, bench_fused, bench_losses, bench_throughput, bench_trainer
 from bench.common import Report
 
 DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
@@ -34,6 +34,7 @@ the CPU, torch version, intra-op threads and the load average when it started.
 | `bench/bench_trainer.py` | `gce_core.train.train` on digits | a plain DataLoader loop (the paper's public code's way), same network and data; CCE for the Lq cost |
 | `bench/bench_fused.py` | `gce_core.fused.train_fused`, K = 6 runs as one job | the same 6 runs one by one with `train` |
 | `bench/bench_throughput.py` | `train_one_epoch` on CIFAR-shaped data | the device's peak: a large matmul measured in the same process (and on known GPUs the vendor's dense bf16 figure) |
+| `bench/bench_losses.py` | one loss step of each lab loss (value and gradient), in the trainer's two paths | `F.cross_entropy` forward and backward on the same logits |
 | `bench/bench_compile.py` | a group's compile runs trained in turn by one process (the job runner's way) | each run in a fresh process of its own, with a warm compile cache |
 """
 
@@ -77,6 +78,13 @@ READING = """## Reading the figures
   lowest recent epoch time; the other count is re-timed after 16 epochs, then after twice as
   many each time it loses, up to 128); the run's numbers do not depend on it (below). The
   plain loop keeps torch's default. Compare figures from the same run only.
+- **Loss steps.** `bench_losses` times one loss step alone against `F.cross_entropy`'s forward
+  and backward (two fused kernels). On the CPU chain path (the MLP) the lab's steps return the
+  gradient without autograd. On the autograd path they end with `logits.backward(grad)`, whose
+  call costs more than the arithmetic at these sizes, and each step here also alternates with
+  the others in a tight loop, which on this machine makes both halves slower than either alone.
+  In a training step the loss is a small share: the trainer's Lq/CCE epoch ratio above is what
+  a user sees.
 - **Compile runs in turn.** `bench_compile` times whole processes, because what it measures is
   what a process pays before its first step: Python and torch, the data, and torch.compile. With
   a warm inductor cache compiling still costs a fresh process about 2.5 s on this CPU (tracing
@@ -123,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     fused_kw = dict(epochs=10, repeats=1) if args.quick else {}
     throughput_kw = dict(steps=1, repeats=1) if args.quick else {}
     compile_kw = dict(runs=2, epochs=1, repeats=1) if args.quick else {}
+    losses_kw = dict(rounds=20) if args.quick else {}
     default = torch.get_num_threads()
     settings = [args.threads] if args.threads else sorted({default, 1}, reverse=True)
     reports = []
@@ -131,10 +140,12 @@ def main(argv: list[str] | None = None) -> None:
         reports.append(bench_trainer.run(threads=threads, reference=reference, **trainer_kw))
         reports.append(bench_fused.run(threads=threads, reference=reference, **fused_kw))
     reports.append(bench_throughput.run("cpu", threads=settings[0], **throughput_kw))
+    reports.append(bench_losses.run(threads=settings[0], **losses_kw))
     reports.append(bench_compile.run(device="cpu", **compile_kw))
     cuda = torch.cuda.is_available()
     if cuda:
         reports.append(bench_throughput.run("cuda", threads=args.threads, **throughput_kw))
+        reports.append(bench_losses.run(device="cuda", **losses_kw))
         reports.append(bench_compile.run(device="cuda", model="resnet34", **compile_kw))
     for report in reports:
         print(report.markdown())
