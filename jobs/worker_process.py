@@ -10,8 +10,9 @@ train as one job with gce_core.fused.train_fused (fused runs), or, with compile,
 with gce_core.train (runs in turn: the first compiles, the rest reuse its graphs; see
 ``train_in_turn``). Each run resumes from the checkpoint in <lab home>/runs/<id>/ if there is one,
 and has every epoch written to the store (a repeated epoch is ignored). One thread heartbeats
-every run (and, for runs in turn, ends the waiting ones that are cancelled); training stops at a batch boundary when a run's cancel flag is set (read at
-most every GCE_LAB_CANCEL_POLL_S), a run is taken over, or on SIGTERM/SIGINT. The process writes
+every run (and, for runs in turn, ends the waiting ones that are cancelled); training stops at a
+batch boundary when a run's cancel flag is set (read at most every GCE_LAB_CANCEL_POLL_S), a run
+is taken over, or on SIGTERM/SIGINT. The process writes
 the end of a run itself when it knows it (completed, cancelled); anything else the supervisor
 reads from the exit code (jobs.executor.EXIT_*). A fused process stopped for one run (cancelled,
 taken over) exits EXIT_STOPPED, so its other runs are queued again, not counted as crashed, and
@@ -322,7 +323,8 @@ def train_in_turn(store, records: Sequence, token: str, log: RunLogs, settings) 
         while run_id is not None:
             if run_id != first:
                 log.say(run_id, f"run {run_id} starts after the runs before it in this process "
-                                f"(pid {os.getpid()}); the compiled graphs of run {first} are reused")
+                                f"(pid {os.getpid()}), from run {first} on: what torch.compile has "
+                                f"compiled here is reused")
             check = StopCheck(store, [run_id], token, None, settings.cancel_poll_s)
             spec = specs[run_id]
 
@@ -342,8 +344,9 @@ def train_in_turn(store, records: Sequence, token: str, log: RunLogs, settings) 
                 summary = None
             if summary is not None and summary["stopped"]:
                 if check.reason == "signal":
-                    for i in [run_id, *waiting.ids]:
-                        log.say(i, "stopped at a batch boundary (signal); resumes from its checkpoint")
+                    log.say(run_id, "stopped at a batch boundary (signal); resumes from its checkpoint")
+                    for i in waiting.ids:
+                        log.say(i, "the process stopped (signal) before this run's turn; it is queued again")
                     return EXIT_STOPPED
                 if check.cancelled:
                     store.finish(run_id, token, RunStatus.CANCELLED, now=time.time())

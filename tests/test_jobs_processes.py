@@ -316,7 +316,7 @@ def test_a_groups_compile_runs_train_in_turn_in_one_process_each_ending_when_don
         assert "epoch 3/3: train loss" in log and "fused epoch" not in log
         assert "completed: test accuracy" in log
     for run_id in ids[1:]:
-        assert f"the compiled graphs of run {ids[0]} are reused" in config.log_path(run_id).read_text()
+        assert f"from run {ids[0]} on: what torch.compile has compiled here is reused" in config.log_path(run_id).read_text()
 
 
 @sqlite_only

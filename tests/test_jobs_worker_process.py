@@ -198,4 +198,24 @@ def test_a_run_in_turn_that_raises_fails_alone_and_the_next_one_trains(lab_home,
     assert status == RunStatus.FAILED and "training raised an error: ValueError: no such thing" in error
     log_b = config.log_path("b").read_text()
     assert "Traceback" in log_b and "the other runs of this process go on" in log_b
-    assert "the compiled graphs of run a are reused" in config.log_path("c").read_text()
+    assert "from run a on: what torch.compile has compiled here is reused" in config.log_path("c").read_text()
+
+
+def test_a_signal_stops_runs_in_turn_and_the_waiting_ones_go_back_to_the_queue(lab_home, monkeypatch):
+    import gce_core.train
+
+    trained = []
+
+    def fake_train(spec, on_epoch, should_stop, checkpoint_dir):
+        trained.append(spec.loss)
+        monkeypatch.setattr(worker_process, "_signalled", [15])
+        assert should_stop()
+        return {"stopped": True, "epochs_completed": 0}
+
+    monkeypatch.setattr(gce_core.train, "train", fake_train)
+    records = [record("a", "cce"), record("b", "lq"), record("c", "mae")]
+    store = InTurnStore(records)
+    code = train_in_turn(store, records, "tok", RunLogs(["a", "b", "c"]), SupervisorSettings(heartbeat_s=60.0))
+    assert code == worker_process.EXIT_STOPPED  # the supervisor queues every run still running
+    assert trained == ["cce"] and store.completed == [] and store.finished == {}
+    assert "before this run's turn; it is queued again" in config.log_path("c").read_text()
