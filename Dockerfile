@@ -24,6 +24,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --gid 1000 lab \
     && useradd --uid 1000 --gid lab --create-home --shell /usr/sbin/nologin lab
 
+# A C and C++ compiler for torch.compile (a spec's `compile`): on CUDA, Triton builds its kernel
+# launcher with one; on the CPU, inductor's kernels are C++. Debian's versions follow bookworm's
+# security updates, so they are not pinned.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc g++ libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /opt/gce-lab
 COPY requirements.txt requirements-extras.txt ./
 RUN pip install -r requirements.txt \

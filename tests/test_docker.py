@@ -71,6 +71,12 @@ def test_every_interface_only_through_the_launcher_that_requires_a_password(dock
         check_bind(address, None)
 
 
+def test_the_image_has_the_compilers_torch_compile_needs(dockerfile):
+    run = " ".join(args for inst, args in dockerfile if inst == "RUN")
+    assert "apt-get install -y --no-install-recommends gcc g++ libc6-dev" in run
+    assert "rm -rf /var/lib/apt/lists/*" in run
+
+
 def test_the_image_installs_the_pinned_requirements_from_pypi(dockerfile):
     run = " ".join(args for inst, args in dockerfile if inst == "RUN")
     assert "pip install -r requirements.txt" in run and "requirements-extras.txt" in run
