@@ -73,4 +73,3 @@ def process_key(spec: _Spec) -> tuple | None:
         return ("fused", key)
     key = in_turn_key(spec)
     return None if key is None else ("in turn", key)
-
