@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench.common import Report, Table, device_facts, fmt_x, set_threads
+from bench.common import Report, Table, device_facts, fmt_x, set_threads, sync
 from gce_core.losses import backward_loss, loss_and_grad
 
 SHAPES = ((128, 10), (128, 100), (1024, 100))
@@ -33,11 +33,6 @@ def paper_style_lq(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Ten
     """Lq as the paper's public code writes it: softmax, gather, (1 - p^q) / q."""
     p_y = torch.gather(F.softmax(logits, dim=1), 1, y[:, None])
     return ((1 - p_y**q) / q).mean()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 BASELINE = "F.cross_entropy, forward and backward (baseline)"
@@ -82,11 +77,11 @@ def time_steps(contenders: dict, rounds: int, device: torch.device, per_round: i
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
             fn = contenders[name]
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             for _ in range(per_round):
                 fn()
-            _sync(device)
+            sync(device)
             times[name].append((time.perf_counter() - start) / per_round)
     return times
 

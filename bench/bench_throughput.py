@@ -21,7 +21,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.common import Report, Table, device_facts, matmul_peak, set_threads
+from bench.common import Report, Table, device_facts, matmul_peak, set_threads, sync
 from gce_core.experiment_data import ExperimentData
 from gce_core.losses import loss_values
 from gce_core.spec import parse_spec
@@ -48,11 +48,6 @@ def nominal_peak(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((peak for key, peak in NOMINAL_BF16_PEAK.items() if key in name), None)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def random_cifar(n: int, device: torch.device, seed: int = 0) -> ExperimentData:
@@ -102,10 +97,10 @@ def measure(model: str, device: torch.device, batch: int, steps: int, repeats: i
     train_one_epoch(spec, st, data, device)  # warm-up (cudnn autotune, compile)
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         train_one_epoch(spec, st, data, device)
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     images_per_s = batch * steps / seconds

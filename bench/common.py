@@ -65,6 +65,12 @@ def matmul_peak(device: torch.device | str = "cpu", repeats: int = 10) -> tuple[
     return 2 * n**3 / best, f"{n}x{n} {str(dtype).removeprefix('torch.')} matmul, best of {repeats}"
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing elsewhere. Timers read after it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def facts_line(facts: dict[str, str]) -> str:
     return "; ".join(f"{k}: {v}" for k, v in facts.items())
 
