@@ -25,7 +25,7 @@ from bench.common import Report, Table, device_facts, matmul_peak, set_threads, 
 from gce_core.experiment_data import ExperimentData
 from gce_core.losses import loss_values
 from gce_core.spec import parse_spec
-from gce_core.train import device_autocast, new_state, train_one_epoch
+from gce_core.train import compile_model, device_autocast, new_state, train_one_epoch
 
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s, by a substring of the device name.
 NOMINAL_BF16_PEAK = {
@@ -90,7 +90,7 @@ def measure(model: str, device: torch.device, batch: int, steps: int, repeats: i
     data = random_cifar(batch * steps, device)
     st = new_state(spec, data, device)
     if compile_ and device.type == "cuda":
-        st.compiled = torch.compile(st.model)
+        st.compiled = compile_model(st.model)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     flops = step_flops(spec, st, data, device)
