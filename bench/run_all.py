@@ -53,7 +53,9 @@ torch.compile), and
 
 times a group's ResNet-34 compile runs in turn against a process per run; `python -m
 bench.run_all` adds both sections by itself when CUDA is available. The target there is at least
-40% of the bf16 peak for ResNet-34.
+40% of the bf16 peak for ResNet-34. `pytest tests/test_cuda.py` checks the GPU path itself
+(bf16 and channels_last training, fused rows against the runs alone, resume, compile once); on
+a machine without CUDA those tests skip, and they have not run yet.
 """
 
 READING = """## Reading the figures
