@@ -67,8 +67,9 @@ class RunSpec(BaseModel):
     # execution
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds the noise, the split, the init and the data order")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    compile: bool = Field(False, description="torch.compile the model (pays off on CUDA for long runs; "
-                          "runs of one group with it share one process and compile once)")
+    compile: bool = Field(False, description="torch.compile the model's training forward (pays off on CUDA for "
+                          "long runs; a long-lived run process keeps the compiled graphs for its later runs of "
+                          "the same shapes)")
 
     @field_validator("dataset")
     @classmethod
@@ -196,6 +197,24 @@ def parse_spec(data: dict[str, Any] | str | RunSpec) -> RunSpec:
                 msg = "unknown field; see `python -m gce_core train --help` for the allowed ones"
             problems.append((_field_name(err["loc"]), msg))
         raise SpecError(problems) from None
+
+
+def load_stored_spec(text: str) -> RunSpec:
+    """A spec JSON written earlier (by ``RunSpec.to_json``), read back WITHOUT validation: it was
+    valid when written, and a validator changed since must not break a listing of old runs.
+    Keys of fields since removed are dropped, fields added since take their defaults, and
+    ``lr_milestones`` becomes a tuple again. Raises SpecError if ``text`` is not a JSON object.
+    For a spec to train, use ``parse_spec``."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError([("spec", f"not valid JSON: {exc}")]) from None
+    if not isinstance(data, dict):
+        raise SpecError([("spec", f"expected a JSON object, got {type(data).__name__}")])
+    known = {name: value for name, value in data.items() if name in RunSpec.model_fields}
+    if isinstance(known.get("lr_milestones"), list):
+        known["lr_milestones"] = tuple(known["lr_milestones"])
+    return RunSpec.model_construct(**known)
 
 
 # --- presets ---------------------------------------------------------------------------
