@@ -19,7 +19,6 @@ from gce_core.losses import (
     canonical_loss_name,
     check_k,
     check_q,
-    class_log_softmax,
     lq_constant,
     values_of_log_prob,
 )
@@ -84,5 +83,5 @@ def loss_sum(logits: torch.Tensor, loss: str, **params: float) -> torch.Tensor:
         raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
     # Entry (i, j) of log_softmax is log f_j(x_i): the loss of sample i with label j, for all j
     # at once (the same values as evaluating each label as a target, without N*c rows).
-    log_p = class_log_softmax(logits.detach().float())
+    log_p = torch.log_softmax(logits.detach().float(), dim=1)
     return values_of_log_prob(log_p, canonical_loss_name(loss), **params).sum(dim=1)

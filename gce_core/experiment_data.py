@@ -2,6 +2,8 @@
 
 Noise is applied to the whole training set before the split, so the validation labels are noisy
 too (the paper's protocol); the test set stays clean. Everything lands on the run's device once.
+``data_key(spec)`` names what the tensors depend on: runs with equal keys can share one
+ExperimentData (a long-lived process builds it once for them and passes it to ``train``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from gce_core.data import load_raw, open_set_images, pixel_mean, split_train_val
 from gce_core.noise import corrupt_labels, realised_transition, replace_open_set
 from gce_core.spec import RunSpec
 
+# The spec fields build_experiment_data reads; with the device, they make data_key.
+DATA_FIELDS = (
+    "dataset", "data_root", "download", "train_subset", "val_fraction",
+    "noise", "noise_rate", "class_map", "open_set_source", "seed",
+)  # fmt: skip
 NO_LABEL = -1  # clean label of an open-set image: it belongs to no class of this data set
 
 
@@ -36,6 +43,26 @@ class ExperimentData:
     @property
     def n_train(self) -> int:
         return int(self.y_train.shape[0])
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; explicit names are checked for availability."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
+    return dev
+
+
+def data_key(spec: RunSpec) -> tuple:
+    """A hashable key of everything a run's ExperimentData depends on: the spec fields in
+    DATA_FIELDS (the seed among them: it draws the subset, the noise and the split) and the
+    resolved device ('auto' becomes 'cuda' or 'cpu'). Specs with equal keys get equal tensors from
+    build_experiment_data, so one built ExperimentData serves them all (``train(..., data=)``);
+    the loss, the model and the optimisation fields are not in it."""
+    fields = tuple((name, getattr(spec, name)) for name in DATA_FIELDS)
+    return (*fields, ("device", str(resolve_device(spec.device))))
 
 
 def _subset(n: int, size: int | None, seed: int) -> torch.Tensor | None:

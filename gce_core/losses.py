@@ -13,24 +13,18 @@ entry at the (noisy) label y.
 
 Lq is computed as ``-expm1(q * log f_y) / q`` from ``log_softmax``: exact for small q in float32
 (the naive ``(1 - p**q) / q`` is 13% off at q = 1e-6) and free of NaN gradients when f_y
-underflows to 0.
+underflows to 0. Gradients are autograd's.
 
-``loss_and_grad`` gives the trainer a batch's mean loss together with its gradient with respect to
-the logits, without building an autograd graph for the loss: it runs the float ops of the forward
-and, in autograd's order, those of its backward, so value and gradient are bitwise the composite's,
-and a step with Lq costs within a few ops of one with CCE.
-
-Every loss takes its log-probabilities from ``class_log_softmax``: ``log_softmax`` over the class
-dimension, computed on the CPU, for fewer than 16 classes, over the transposed view, where
-ATen's kernel vectorises across samples (its last-dimension kernel runs a scalar exp per entry
-there, about 4x slower for 10 classes; the two differ in the last bit at most).
+A trainer takes its loss once per run with ``criterion(name, q=..., k=...)``: the name and
+parameters are checked there, and the returned function maps (logits, targets) to per-sample
+values in every batch without looking at them again.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import struct
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -97,54 +91,19 @@ def _logit_rows(logits: torch.Tensor) -> torch.Tensor:
     return _float_logits(logits)
 
 
-# Below this many classes the CPU log_softmax takes the transposed (samples-vectorised) kernel.
-_TRANSPOSED_BELOW = 16
-
-
-def _transposed(z: torch.Tensor) -> bool:
-    return z.device.type == "cpu" and z.shape[-1] < _TRANSPOSED_BELOW
-
-
-def class_log_softmax(z: torch.Tensor) -> torch.Tensor:
-    """log_softmax over the last (class) dimension of z (..., C); see the module note on the
-    CPU's transposed kernel. The result may be a transposed view."""
-    if _transposed(z):
-        return torch.log_softmax(z.transpose(-1, -2), dim=-2).transpose(-1, -2)
-    return torch.log_softmax(z, dim=-1)
-
-
-def class_softmax(z: torch.Tensor) -> torch.Tensor:
-    """softmax over the last (class) dimension of z (..., C), like ``class_log_softmax``."""
-    if _transposed(z):
-        return torch.softmax(z.transpose(-1, -2), dim=-2).transpose(-1, -2)
-    return torch.softmax(z, dim=-1)
-
-
-def _class_log_softmax_backward(grad_log_p: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
-    """d loss / d z from d loss / d log_p, for log_p = class_log_softmax(z): the kernel autograd
-    runs for it, on the same layout."""
-    if _transposed(log_p):
-        return torch._log_softmax_backward_data(
-            grad_log_p.transpose(-1, -2), log_p.transpose(-1, -2), -2, log_p.dtype
-        ).transpose(-1, -2)
-    return torch._log_softmax_backward_data(grad_log_p, log_p, -1, log_p.dtype)
-
-
 def _truncated(values: torch.Tensor, log_p: torch.Tensor, q: float, k: float) -> torch.Tensor:
     """Lq ``values`` with every entry where f_y <= k replaced by the constant Lq(k)."""
-    return torch.where(log_p > math.log(k), values, torch.full_like(values, lq_constant(k, q)))
+    return torch.where(log_p > math.log(k), values, lq_constant(k, q))
 
 
 def log_prob_of_target(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log f_y for each sample: logits (N, C), targets (N,) -> (N,), computed in float32 or wider."""
-    logits = _logit_rows(logits)
-    # nll_loss picks -log_p at y; negated back, exactly.
-    return -F.nll_loss(class_log_softmax(logits), targets, reduction="none")
+    return -F.cross_entropy(_logit_rows(logits), targets, reduction="none")
 
 
 def lq_of_log_prob(log_p: torch.Tensor, q: float) -> torch.Tensor:
     """Lq from log-probabilities: (1 - p^q) / q = -expm1(q log p) / q, exact for small q."""
-    return torch.expm1(log_p * _const(q, log_p)) * _const(-1.0 / q, log_p)
+    return torch.expm1(log_p * q) / -q
 
 
 def lq_constant(k: float, q: float) -> float:
@@ -156,8 +115,7 @@ def cce(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") ->
     """Categorical cross entropy -log f_y. logits (N, C), targets (N,) int64."""
     if reduction not in REDUCTIONS:
         _reduce(logits, reduction)  # raises the uniform message
-    # cross_entropy's own composition (nll_loss of log_softmax), with the lab's log_softmax
-    return F.nll_loss(class_log_softmax(_float_logits(logits)), targets, reduction=reduction)
+    return F.cross_entropy(_float_logits(logits), targets, reduction=reduction)
 
 
 def mae(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -225,14 +183,13 @@ def values_of_log_prob(log_p: torch.Tensor, loss: str, *, q: float = 0.7, k: flo
     """Per-entry loss values from log-probabilities of any shape, e.g. log_softmax (N, C): entry
     (i, j) is then the loss of sample i had its label been j. Truncated Lq in its truncated form.
 
-    Elementwise the same ops as the per-sample losses, so the values are bitwise theirs.
+    Elementwise the same ops as the per-sample losses.
     """
     name = canonical_loss_name(loss)
     if name == "cce":
         return -log_p
     if name == "mae":
-        two = _const(2.0, log_p)
-        return two - log_p.exp() * two
+        return 2.0 - 2.0 * log_p.exp()
     q = check_q(q)
     values = lq_of_log_prob(log_p, q)
     if name == "lq":
@@ -261,186 +218,41 @@ def loss_values(
     return truncated_lq(logits, targets, q, k, weights, reduction)
 
 
-def _f32(x: float) -> float:
-    """x rounded to float32, as ATen rounds a Python scalar multiplying a float32 tensor."""
-    return struct.unpack("f", struct.pack("f", x))[0]
+# --- the loss of a run, chosen once ---------------------------------------------------------
+PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-_CONSTANTS: dict[tuple[float, torch.dtype], torch.Tensor] = {}
+def _cce_values(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(_float_logits(logits), targets, reduction="none")
 
 
-def _const(x: float, like: torch.Tensor) -> torch.Tensor | float:
-    """For a CPU tensor ``like``: x as a 0-d tensor of like's dtype, made once. An op with it
-    computes what the op with the Python number x computes (ATen rounds that to the tensor's
-    dtype too), without wrapping the number into a new tensor: about 1.5 us less per op on a
-    small batch. On other devices, x itself (their kernels take it as an argument anyway)."""
-    if like.device.type != "cpu":
-        return x
-    key = (x, like.dtype)
-    t = _CONSTANTS.get(key)
-    if t is None:
-        if len(_CONSTANTS) > 4096:  # a sweep over many q: keep the table small
-            _CONSTANTS.clear()
-        with torch.inference_mode(False):  # made in inference mode, autograd could not save it
-            t = _CONSTANTS[key] = torch.tensor(x, dtype=like.dtype)
-    return t
+def _mae_values(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return 2.0 - 2.0 * log_prob_of_target(logits, targets).exp()
 
 
-@torch.no_grad()
-def loss_and_grad(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    loss: str,
-    *,
-    q: float = 0.7,
-    k: float = 0.5,
-    weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(value, grad): the batch-mean loss, as ``loss_values(..., reduction="mean")`` gives it, and
-    its gradient with respect to ``logits`` (N, C), in the logits' dtype, for
-    ``logits.backward(grad)``. ``weights`` (N,) only apply to truncated_lq.
+def _lq_values(logits: torch.Tensor, targets: torch.Tensor, *, q: float, shift: float) -> torch.Tensor:
+    values = lq_of_log_prob(log_prob_of_target(logits, targets), q)
+    return values - shift if shift else values
 
-    No autograd graph is built for the loss: the forward runs the ops of the composite loss and
-    the backward replays the float ops autograd runs through it (mean, the loss's chain,
-    nll_loss, log_softmax), in autograd's order, so value and gradient are bitwise autograd's.
+
+def criterion(loss: str, *, q: float = 0.7, k: float = 0.5) -> PerSampleLoss:
+    """The named loss as a per-sample function ``fn(logits, targets) -> values``: logits (N, C)
+    (any float dtype; half precision is computed in float32), targets (N,) int64, values (N,)
+    float32 with autograd's gradients. The name and parameters are checked here, once, so that
+    a trainer calls ``fn`` every batch without checking them again.
+
+    loss : {"cce", "mae", "lq", "truncated_lq"} (aliases "ce", "gce"); q in (0, 1] (lq and
+    truncated_lq), k in (0, 1) (truncated_lq); raises ValueError naming what is allowed.
+
+    For truncated_lq the values are the alternative-convex-search objective's per-sample term
+    Lq(f_y) - Lq(k), which the trainer multiplies by the w-step's weights (``acs_weights``; all
+    1 before pruning starts): ``truncated_lq(..., weights=w, reduction="none")`` in two steps.
     """
     name = canonical_loss_name(loss)
-    z = _logit_rows(logits)
-    n = z.shape[0]
-    log_p = class_log_softmax(z)
-    rows = targets[:, None]
-    inv_n = _f32(1.0 / n)  # mean backward: 1/N in float32 (N is exact, so one rounding)
     if name == "cce":
-        value = F.nll_loss(log_p, targets)
-        g = -inv_n  # the same float32 number in every row
-    else:
-        log_py = log_p.gather(1, rows)  # (N, 1)
-        if name == "mae":
-            f_y = log_py.exp()
-            two = _const(2.0, f_y)
-            value = (two - f_y * two).mean()
-            g = f_y * _const(_f32(_f32(-inv_n) * 2.0), f_y)  # mean, rsub, mul, exp
-        else:
-            q = check_q(q)
-            q_t = _const(q, log_py)
-            e = torch.mul(log_py, q_t).expm1_()
-            values = e * _const(-1.0 / q, e)
-            scale = _f32(inv_n * _f32(-1.0 / q))  # mean, then mul by -1/q
-            if name == "truncated_lq":
-                level = lq_constant(check_k(k), q)
-                if weights is None:
-                    keep = log_py > math.log(k)
-                    values = torch.where(keep, values, torch.full_like(values, level))
-                    g = torch.where(keep, scale, 0.0)
-                else:
-                    if weights.shape != targets.shape:
-                        raise ValueError(
-                            f"weights must have shape {tuple(targets.shape)} (one per sample), "
-                            f"got {tuple(weights.shape)}"
-                        )
-                    w = weights.to(values.dtype)[:, None]
-                    values = w * (values - level)
-                    g = (w * inv_n) * _f32(-1.0 / q)
-                g = g * (e + 1.0)
-                g = g * q
-            else:  # expm1 backward, then the mul by q: three roundings, in autograd's order
-                g = torch.add(e, _const(1.0, e)).mul_(_const(scale, e)).mul_(q_t)
-            value = values.mean()
-        # log f_y = -nll: that neg and nll_loss's own negation cancel exactly
-    grad_log_p = torch.zeros_like(log_p)
-    grad_log_p.scatter_(1, rows, g)  # a float, or (N, 1) like rows
-    grad = _class_log_softmax_backward(grad_log_p, log_p)
-    return value, grad if grad.dtype == logits.dtype else grad.to(logits.dtype)
-
-
-def backward_loss(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    loss: str,
-    *,
-    q: float = 0.7,
-    k: float = 0.5,
-    weights: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Backpropagate the batch-mean loss from ``logits`` (N, C), which must require grad, and
-    return its value, detached. The gradient is the composite loss's, bit for bit: CCE through
-    autograd (log_softmax and nll_loss kernels, already the cheapest), the others through
-    loss_and_grad."""
-    if canonical_loss_name(loss) == "cce":
-        value = cce(logits, targets)
-        value.backward()
-        return value.detach()
-    value, grad = loss_and_grad(logits, targets, loss, q=q, k=k, weights=weights)
-    logits.backward(grad)
-    return value
-
-
-@torch.no_grad()
-def stacked_loss_and_grad(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    losses: Sequence[tuple[str, float, float]],
-    weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``loss_and_grad`` for K runs at once: logits (K, B, C), targets (K, B), ``losses`` K
-    (name, q, k) triples, ``weights`` (K, B) (read for truncated_lq runs only).
-
-    Returns per-run batch-mean values (K,) and the gradient (K, B, C), each run's bitwise what
-    ``loss_and_grad`` gives for its slice: the row-wise kernels (log_softmax and its backward)
-    run once for all runs, the per-run constants are the same float32 numbers, and runs that
-    share a loss share its element-wise ops.
-    """
-    if logits.dim() != 3 or targets.shape != logits.shape[:2] or len(losses) != logits.shape[0]:
-        raise ValueError(
-            f"need logits (K, B, C), targets (K, B) and K losses, got {tuple(logits.shape)}, "
-            f"{tuple(targets.shape)} and {len(losses)}"
-        )
-    z = _float_logits(logits)
-    n_runs, n = z.shape[:2]
-    log_p = class_log_softmax(z)
-    rows = targets[..., None]  # (K, B, 1)
-    log_py = log_p.gather(2, rows)
-    inv_n = _f32(1.0 / n)
-    grad_y = torch.empty_like(log_py)  # d loss / d log f_y, per run and sample
-    values: list[torch.Tensor | None] = [None] * n_runs
-    groups: dict[str, list[int]] = {}
-    for i, (name, _, _) in enumerate(losses):
-        groups.setdefault(canonical_loss_name(name), []).append(i)
-
-    def column(numbers: list[float]) -> torch.Tensor:
-        return torch.tensor(numbers, dtype=z.dtype, device=z.device)[:, None, None]
-
-    for name, idx in groups.items():
-        whole = len(idx) == n_runs
-        sel = slice(None) if whole else torch.tensor(idx, device=z.device)
-        if name == "cce":
-            grad_y[sel] = -inv_n
-            for i in idx:
-                values[i] = F.nll_loss(log_p[i], targets[i])
-            continue
-        lpy = log_py[sel]
-        if name == "mae":
-            f_y = lpy.exp()
-            vals = 2.0 - 2.0 * f_y
-            grad_y[sel] = f_y * _f32(_f32(-inv_n) * 2.0)
-        else:
-            qs = [check_q(losses[i][1]) for i in idx]
-            q_col = column(qs)
-            e = torch.expm1(lpy * q_col)
-            vals = e * column([-1.0 / q for q in qs])
-            if name == "truncated_lq":
-                if weights is None:
-                    raise ValueError("truncated_lq runs need weights (K, B)")
-                levels = column([lq_constant(check_k(losses[i][2]), q) for i, q in zip(idx, qs, strict=True)])
-                w = weights[sel][..., None].to(vals.dtype)
-                vals = w * (vals - levels)
-                g = (w * inv_n) * column([_f32(-1.0 / q) for q in qs])
-                grad_y[sel] = g * (e + 1.0) * q_col
-            else:
-                scale = column([_f32(inv_n * _f32(-1.0 / q)) for q in qs])
-                grad_y[sel] = (e + 1.0) * scale * q_col
-        for j, i in enumerate(idx):
-            values[i] = vals[j].mean()
-    grad_log_p = torch.zeros_like(log_p).scatter_(2, rows, grad_y)
-    grad = _class_log_softmax_backward(grad_log_p, log_p)
-    return torch.stack(values), grad.to(logits.dtype)
+        return _cce_values
+    if name == "mae":
+        return _mae_values
+    q = check_q(q)
+    shift = lq_constant(check_k(k), q) if name == "truncated_lq" else 0.0
+    return functools.partial(_lq_values, q=q, shift=shift)

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from gce_core.bounds import loss_sum
-from gce_core.losses import class_softmax
 
 if TYPE_CHECKING:
     from gce_core.experiment_data import ExperimentData
@@ -48,7 +47,7 @@ def training_pass_metrics(
     """
     logits = logits.float()
     pred = logits.argmax(dim=1)
-    f_y = class_softmax(logits).gather(1, y_noisy[:, None]).squeeze(1)
+    f_y = torch.softmax(logits, dim=1).gather(1, y_noisy[:, None]).squeeze(1)
     has_clean = y_clean >= 0
     hit_noisy = pred == y_noisy
     hit_clean = pred == y_clean  # never true for open-set images (clean label -1)
@@ -83,7 +82,7 @@ def pruning_quality(weights: torch.Tensor, is_noisy: torch.Tensor) -> tuple[floa
     return (hits / n_pruned if n_pruned else math.nan, hits / n_noisy if n_noisy else math.nan)
 
 
-# --- one epoch's row, as the trainers assemble it ------------------------------------------
+# --- one epoch's row, as the trainer assembles it -------------------------------------------
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Share of rows of logits (N, C) whose argmax is y (N,), as a float32 0-d tensor."""
     return (logits.argmax(1) == y).float().mean()
@@ -114,11 +113,12 @@ def evaluation_metrics(
 
 def epoch_row(
     spec: RunSpec, epoch: int, train_metrics: dict, evals: dict, lr: float,
-    weights: torch.Tensor, is_noisy: torch.Tensor, seconds: float,
+    weights: torch.Tensor | None, is_noisy: torch.Tensor, seconds: float,
 ) -> dict:
-    """One epoch's metrics row (keys: EPOCH_KEYS); NaN values become None."""
+    """One epoch's metrics row (keys: EPOCH_KEYS); NaN values become None. ``weights``: the ACS
+    weights of a truncated Lq run (kept, prune_precision, prune_recall), else None."""
     kept = precision = recall = None
-    if spec.loss == "truncated_lq":
+    if weights is not None:
         kept = int(weights.sum())
         precision, recall = pruning_quality(weights, is_noisy)
     row = {
@@ -143,7 +143,6 @@ def loss_params(spec: RunSpec) -> dict:
     if spec.loss == "truncated_lq":
         return {"q": spec.q, "k": spec.k}
     return {}
-
 
 
 def summarize(history: Sequence[dict]) -> dict[str, float | int | None]:

@@ -1,4 +1,5 @@
-"""Loss values against float64 references, limits, gradients at extreme logits, bad input."""
+"""Loss values and autograd gradients against float64 references, limits, gradients at extreme
+logits, the per-run criterion, bad input."""
 
 import math
 
@@ -9,15 +10,13 @@ from gce_core.losses import (
     acs_weights,
     canonical_loss_name,
     cce,
-    class_log_softmax,
-    class_softmax,
-    loss_and_grad,
+    criterion,
     loss_values,
     lq,
     lq_constant,
     mae,
-    stacked_loss_and_grad,
     truncated_lq,
+    values_of_log_prob,
 )
 
 
@@ -159,59 +158,78 @@ def test_bf16_logits_are_computed_in_float32(batch):
     assert a.item() == pytest.approx(lq(logits.bfloat16().float(), targets, 0.7).item(), abs=1e-6)
 
 
+def reference64(name, logits, targets, q=0.3, k=0.4):
+    """Per-sample values in float64 from the paper's formulas on softmax probabilities; for
+    truncated_lq the ACS term Lq(f_y) - Lq(k) that ``criterion`` returns."""
+    p = torch.softmax(logits, 1).gather(1, targets[:, None]).squeeze(1)
+    if name == "cce":
+        return -p.log()
+    if name == "mae":
+        return 2 - 2 * p
+    lq64 = (1 - p**q) / q
+    return lq64 - (1 - k**q) / q if name == "truncated_lq" else lq64
+
+
 @pytest.mark.parametrize("name", ["cce", "mae", "lq", "truncated_lq"])
-@pytest.mark.parametrize("n", [64, 13])
-@pytest.mark.parametrize("classes", [10, 20])  # the transposed CPU log_softmax, and the usual one
-def test_loss_and_grad_is_bitwise_autograd(name, n, classes):
-    g = torch.Generator().manual_seed(n)
-    logits = torch.randn(n, classes, generator=g) * 5
-    logits[0] = torch.tensor([1e4] + [-1e4] * (classes - 1))  # f_y underflows where y != 0
-    targets = torch.randint(0, classes, (n,), generator=g)
-    weights = (torch.rand(n, generator=g) > 0.3).float() if name == "truncated_lq" else None
+def test_criterion_values_and_gradients_match_float64(batch, name):
+    logits, targets = batch
+    fn = criterion(name, q=0.3, k=0.4)
+    got_leaf = logits.clone().requires_grad_(True)
+    values = fn(got_leaf, targets)
+    assert values.shape == (64,) and values.dtype == torch.float32
+    values.mean().backward()
+    ref_leaf = logits.double().requires_grad_(True)
+    ref = reference64(name, ref_leaf, targets)
+    ref.mean().backward()
+    torch.testing.assert_close(values.double(), ref.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_leaf.grad.double(), ref_leaf.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_criterion_weighted_is_the_acs_objective_and_pruned_samples_get_no_gradient(batch):
+    logits, targets = batch
+    w = acs_weights(logits, targets, 0.4)
     leaf = logits.clone().requires_grad_(True)
-    value = loss_values(leaf, targets, name, q=0.3, k=0.4, weights=weights)
-    value.backward()
-    got_value, got_grad = loss_and_grad(logits, targets, name, q=0.3, k=0.4, weights=weights)
-    assert torch.equal(got_value, value.detach())
-    assert torch.equal(got_grad, leaf.grad)
+    objective = criterion("truncated_lq", q=0.3, k=0.4)(leaf, targets) * w
+    want = truncated_lq(logits, targets, 0.3, 0.4, weights=w, reduction="none")
+    torch.testing.assert_close(objective.detach(), want)
+    objective.mean().backward()
+    pruned = w == 0
+    assert pruned.any() and (~pruned).any()
+    assert torch.equal(leaf.grad[pruned], torch.zeros_like(leaf.grad[pruned]))
+    assert (leaf.grad[~pruned].abs().sum(1) > 0).all()
 
 
-def test_stacked_loss_and_grad_is_each_runs_own():
-    g = torch.Generator().manual_seed(3)
-    runs = [("cce", 0.7, 0.5), ("lq", 0.7, 0.5), ("lq", 0.2, 0.5), ("mae", 0.7, 0.5),
-            ("truncated_lq", 0.7, 0.5)]  # fmt: skip
-    logits = torch.randn(len(runs), 32, 10, generator=g) * 3
-    targets = torch.randint(0, 10, (len(runs), 32), generator=g)
-    weights = (torch.rand(len(runs), 32, generator=g) > 0.3).float()
-    values, grads = stacked_loss_and_grad(logits, targets, runs, weights)
-    for i, (name, q, k) in enumerate(runs):
-        w = weights[i] if name == "truncated_lq" else None
-        value, grad = loss_and_grad(logits[i], targets[i], name, q=q, k=k, weights=w)
-        assert torch.equal(values[i], value) and torch.equal(grads[i], grad)
+@pytest.mark.parametrize("name", ["cce", "mae", "lq", "truncated_lq"])
+def test_criterion_agrees_with_the_named_loss_functions(batch, name):
+    logits, targets = batch
+    values = criterion(name, q=0.7, k=0.5)(logits, targets)
+    want = loss_values(logits, targets, name, q=0.7, k=0.5, weights=torch.ones(64), reduction="none")
+    torch.testing.assert_close(values, want)
 
 
-@pytest.mark.parametrize("classes", [2, 10, 15, 16, 100])
-@pytest.mark.parametrize("shape", [(37,), (3, 37)])
-def test_class_log_softmax_and_softmax_are_torchs_over_the_last_dimension(classes, shape):
-    g = torch.Generator().manual_seed(classes)
-    z = torch.randn(*shape, classes, generator=g) * 8
-    got_log, got = class_log_softmax(z), class_softmax(z)
-    torch.testing.assert_close(got_log, torch.log_softmax(z, dim=-1), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(got, torch.softmax(z, dim=-1), rtol=1e-6, atol=1e-7)
-    # On the CPU, fewer than 16 classes take the kernel over the transposed view
-    assert (got_log.stride(-1) != 1) == (classes < 16)
-    assert got_log.shape == z.shape and torch.allclose(got.sum(-1), torch.ones(shape))
+def test_criterion_checks_its_name_and_parameters_once_when_made(batch):
+    with pytest.raises(ValueError, match=r"q must be in \(0, 1\]"):
+        criterion("lq", q=1.5)
+    with pytest.raises(ValueError, match=r"k must be in \(0, 1\)"):
+        criterion("truncated_lq", k=1.0)
+    with pytest.raises(ValueError, match="allowed: cce, mae, lq, truncated_lq"):
+        criterion("focal")
+    criterion("cce", q=-1.0)  # cce has no q: not checked
+    assert criterion("GCE", q=0.7)(*batch).shape == (64,)  # aliases as everywhere
 
 
-def test_constants_first_made_in_inference_mode_serve_autograd_later():
-    """The losses keep their constants (q, 1/q, ...) as tensors made once; one first made under
-    inference mode (the trainer's evaluation) must still work in an autograd graph."""
-    q = 0.6180339  # a q no other test uses, so its constants are made here, first
-    logits, targets = torch.randn(8, 10), torch.arange(8)
-    with torch.inference_mode():
-        first = lq(logits, targets, q)
-    leaf = logits.clone().requires_grad_()
-    value = lq(leaf, targets, q)
-    value.backward()
-    assert torch.equal(value.detach(), first)
-    assert torch.isfinite(leaf.grad).all() and leaf.grad.abs().sum() > 0
+def test_criterion_computes_half_precision_logits_in_float32(batch):
+    logits, targets = batch
+    got = criterion("lq")(logits.bfloat16(), targets)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, criterion("lq")(logits.bfloat16().float(), targets))
+
+
+def test_values_of_log_prob_are_the_loss_of_every_label():
+    logits = torch.randn(5, 4, generator=torch.Generator().manual_seed(2))
+    log_p = torch.log_softmax(logits, 1)
+    for name in ("cce", "mae", "lq", "truncated_lq"):
+        table = values_of_log_prob(log_p, name, q=0.7, k=0.5)
+        for j in range(4):
+            want = loss_values(logits, torch.full((5,), j), name, q=0.7, k=0.5, reduction="none")
+            torch.testing.assert_close(table[:, j], want)

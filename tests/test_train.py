@@ -1,15 +1,31 @@
-"""The trainer: learns, reports every metric, resumes exactly, prunes with ACS."""
+"""The trainer: learns, reports every metric, repeats itself, resumes exactly, prunes with ACS,
+trains from prebuilt data, and is a plain torch loop underneath."""
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from gce_core.experiment_data import build_experiment_data, data_key
+from gce_core.losses import acs_weights
 from gce_core.metrics import EPOCH_KEYS, pruning_quality, summarize, training_pass_metrics
+from gce_core.models import init_seeded
 from gce_core.spec import parse_spec
-from gce_core.train import is_prune_epoch, train
+from gce_core.train import (
+    is_prune_epoch,
+    make_optimizer,
+    new_state,
+    predict_logits,
+    run_epochs,
+    train,
+    train_one_epoch,
+)
 
 TINY = dict(dataset="digits", model="mlp", train_subset=400, epochs=6, lr=0.1, batch_size=64)
+CPU = torch.device("cpu")
+# Row keys whose values are compared by assert_rows_close (within 1e-4); kept and lr exactly.
+COMPARED = ("val_acc", "test_acc", "train_loss", "train_acc_noisy", "memorised", "loss_sum_mean")
 
 
 def run(spec, **kw):
@@ -20,6 +36,21 @@ def run(spec, **kw):
 
 def strip_time(rows):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def assert_rows_close(a_rows, b_rows):
+    """Two runs' epoch rows agree: the same epochs and keys, the metrics in COMPARED within 1e-4
+    (None where the other is None), ``kept`` and ``lr`` exactly. For runs whose arithmetic may
+    differ in the last bits (another device, another process, bf16)."""
+    assert [r["epoch"] for r in a_rows] == [r["epoch"] for r in b_rows]
+    for a, b in zip(a_rows, b_rows, strict=True):
+        assert set(a) == set(b) == set(EPOCH_KEYS)
+        for key in COMPARED:
+            if b[key] is None:
+                assert a[key] is None, key
+            else:
+                assert a[key] == pytest.approx(b[key], abs=1e-4), (key, a["epoch"])
+        assert a["kept"] == b["kept"] and a["lr"] == b["lr"]
 
 
 def test_clean_digits_learns_and_reports_every_key():
@@ -41,6 +72,51 @@ def test_same_seed_same_metrics_different_seed_differs():
     assert strip_time(a) != strip_time(c)
 
 
+@pytest.mark.parametrize("spec", [
+    dict(TINY, loss="cce", epochs=3),
+    dict(TINY, loss="truncated_lq", epochs=4, augment=True, noise="uniform", noise_rate=0.4,
+         prune_start=2, prune_every=1, optimizer="adam", lr=0.01, lr_milestones=(2,)),
+])  # fmt: skip
+def test_the_same_spec_twice_in_one_process_gives_the_same_rows(spec):
+    """Reproducible at a given torch thread count: every number but the wall time is equal."""
+    first_summary, first = run(spec)
+    second_summary, second = run(spec)
+    assert strip_time(first) == strip_time(second)
+    assert first_summary == second_summary
+
+
+def test_one_epoch_is_a_plain_torch_loop_over_the_epochs_permutation():
+    """The trainer's epoch is model -> loss -> backward -> torch SGD step over index slices of a
+    permutation drawn from the run's generator; a hand-written loop gets the same weights."""
+    spec = parse_spec(dict(TINY, loss="lq", q=0.5, weight_decay=1e-3))
+    data = build_experiment_data(spec, CPU)
+    st = new_state(spec, data, CPU)
+    train_one_epoch(spec, st, data, CPU)
+
+    model = init_seeded("mlp", (1, 8, 8), 10, spec.seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    perm = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(spec.seed + 1))
+    for start in range(0, data.n_train, spec.batch_size):
+        idx = perm[start : start + spec.batch_size]
+        log_fy = -F.cross_entropy(model(data.x_train[idx]), data.y_train[idx], reduction="none")
+        loss = ((1 - log_fy.mul(0.5).exp()) / 0.5).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for (name, got), want in zip(st.model.named_parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_optimiser_is_torchs_with_the_specs_settings():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    sgd = make_optimizer(parse_spec(dict(momentum=0.8, weight_decay=1e-3, lr=0.2)), params)
+    assert type(sgd) is torch.optim.SGD
+    group = sgd.param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.2, 0.8, 1e-3)
+    adam = make_optimizer(parse_spec(dict(optimizer="adam", lr=1e-3, weight_decay=0.0)), params)
+    assert type(adam) is torch.optim.Adam and adam.param_groups[0]["lr"] == 1e-3
+
+
 @pytest.mark.parametrize("loss", ["lq", "truncated_lq"])
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, loss):
     spec = parse_spec(dict(TINY, loss=loss, noise="uniform", noise_rate=0.4, prune_start=2, prune_every=2, augment=True))
@@ -60,6 +136,21 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, loss):
     assert {k: v for k, v in rest_summary.items()} == full_summary
 
 
+def test_a_stop_discards_the_unfinished_epoch(tmp_path):
+    calls = {"n": 0}
+
+    def stop_in_epoch_two():
+        calls["n"] += 1
+        return calls["n"] > 6 + 1  # 6 batches per epoch: the second batch of epoch 2
+
+    summary, rows = run(parse_spec(TINY), should_stop=stop_in_epoch_two, checkpoint_dir=tmp_path)
+    assert [r["epoch"] for r in rows] == [1]
+    assert summary["stopped"] is True and summary["epochs_completed"] == 1
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    never = run(parse_spec(TINY), should_stop=lambda: True)
+    assert never[1] == [] and never[0]["epochs_completed"] == 0 and never[0]["test_acc_at_best_val"] is None
+
+
 def test_checkpoint_of_another_spec_is_refused(tmp_path):
     run(parse_spec(dict(TINY, epochs=1)), checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="another run spec"):
@@ -76,6 +167,23 @@ def test_truncated_lq_prunes_mostly_noisy_samples():
     assert rows[9]["prune_precision"] > 0.75  # pruned samples are mostly the flipped ones (base rate 0.4)
     assert rows[9]["prune_recall"] > 0.8
     assert is_prune_epoch(spec, 10) and is_prune_epoch(spec, 15) and not is_prune_epoch(spec, 12)
+
+
+def test_acs_weights_belong_to_training_indices_and_come_from_the_best_validation_model():
+    spec = parse_spec(dict(TINY, loss="truncated_lq", noise="uniform", noise_rate=0.4, epochs=4,
+                           prune_start=3, prune_every=1, lr=0.5))  # fmt: skip
+    data = build_experiment_data(spec, CPU)
+    st = new_state(spec, data, CPU)
+    assert st.weights.shape == (data.n_train,) and bool((st.weights == 1).all())
+    run_epochs(spec, st, data, CPU, 2)
+    best = init_seeded("mlp", (1, 8, 8), 10, 0)
+    best.load_state_dict(st.best_model)  # the model of the best validation epoch so far
+    run_epochs(spec, st, data, CPU, 3)  # epoch 3 prunes first
+    want = acs_weights(predict_logits(best, data.x_train, CPU), data.y_train, spec.k)
+    assert torch.equal(st.weights, want)  # one weight per training index, none for val or test
+    assert st.history[-1]["kept"] == int(want.sum()) < data.n_train
+    plain = new_state(parse_spec(dict(TINY, loss="lq")), data, CPU)
+    assert plain.weights is None  # other losses have no weights at all
 
 
 def test_cce_memorises_noise_more_than_lq():
@@ -134,11 +242,9 @@ def test_a_second_compiled_run_in_one_process_compiles_nothing(monkeypatch):
 def accelerator_path(monkeypatch):
     """Runs on the CPU take the path CUDA runs take (CPU bf16 autocast): the code that only a GPU
     would otherwise reach runs in every test run."""
-    import gce_core.fused
     import gce_core.train
 
-    for module in (gce_core.train, gce_core.fused):
-        monkeypatch.setattr(module, "mixed_precision", lambda device: True)
+    monkeypatch.setattr(gce_core.train, "mixed_precision", lambda device: True)
 
 
 @pytest.mark.parametrize("spec", [
@@ -146,20 +252,15 @@ def accelerator_path(monkeypatch):
     dict(TINY, loss="truncated_lq", epochs=3, prune_start=2, prune_every=1, k=0.1),
 ])  # fmt: skip
 def test_the_accelerator_path_trains_in_bf16_with_channels_last(spec, accelerator_path):
-    from gce_core.experiment_data import build_experiment_data
-    from gce_core.train import new_state
-
     _, rows = run(spec)
     assert [r["epoch"] for r in rows] == list(range(1, spec["epochs"] + 1))
     assert all(math.isfinite(r["train_loss"]) and 0.0 <= r["test_acc"] <= 1.0 for r in rows)
-    data = build_experiment_data(parse_spec(spec), torch.device("cpu"))
-    st = new_state(parse_spec(spec), data, torch.device("cpu"))
-    assert st.chain is None  # every model through autograd, as on CUDA
+    data = build_experiment_data(parse_spec(spec), CPU)
+    st = new_state(parse_spec(spec), data, CPU)
     if spec["model"] == "cnn":
         conv = [m for m in st.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # 32 -> 64
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
         assert not conv.weight.is_contiguous()
-
 
 
 def test_the_accelerator_path_changes_the_numbers_by_bf16_rounding_only(monkeypatch):
@@ -169,6 +270,56 @@ def test_the_accelerator_path_changes_the_numbers_by_bf16_rounding_only(monkeypa
 
     monkeypatch.setattr(gce_core.train, "mixed_precision", lambda device: True)
     bf16 = run(spec)[1]
+    monkeypatch.undo()
     assert strip_time(bf16) != strip_time(plain)  # autocast was in effect
     for a, b in zip(bf16, plain, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=5e-3)
+
+
+# --- prebuilt data: what a long-lived process caches between the runs of a group --------------
+DATA_SPEC = dict(TINY, noise="uniform", noise_rate=0.4, device="cpu")
+
+
+@pytest.mark.parametrize("change", [
+    dict(loss="cce"), dict(loss="truncated_lq", q=0.3, k=0.2), dict(lr=0.05, epochs=2),
+    dict(model="cnn", batch_size=32, augment=True, compile=True), dict(name="other"),
+    dict(optimizer="adam", momentum=0.5, weight_decay=0.0, lr_milestones=(3,), lr_gamma=0.5),
+    dict(prune_start=2, prune_every=3),
+])  # fmt: skip
+def test_specs_that_differ_outside_the_data_share_a_data_key(change):
+    assert data_key(parse_spec(dict(DATA_SPEC, **change))) == data_key(parse_spec(DATA_SPEC))
+
+
+@pytest.mark.parametrize("change", [
+    dict(seed=1), dict(noise="class_dependent"), dict(noise_rate=0.2), dict(dataset="fashion_mnist"),
+    dict(train_subset=300), dict(train_subset=None), dict(val_fraction=0.2), dict(data_root="/x"),
+    dict(noise="open_set"),
+    dict(download=True),
+])  # fmt: skip
+def test_specs_whose_data_differ_have_different_data_keys(change):
+    assert data_key(parse_spec(dict(DATA_SPEC, **change))) != data_key(parse_spec(DATA_SPEC))
+
+
+def test_the_data_key_holds_the_resolved_device():
+    key = dict(data_key(parse_spec(dict(DATA_SPEC, device="auto"))))
+    assert key["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    class_map = dict(DATA_SPEC, noise="class_dependent", noise_rate=0.2)
+    assert data_key(parse_spec(dict(class_map, class_map="next_class"))) == data_key(parse_spec(class_map))
+
+
+@pytest.mark.parametrize("loss", ["lq", "truncated_lq"])
+def test_training_from_prebuilt_data_gives_the_same_rows(loss):
+    spec = parse_spec(dict(DATA_SPEC, loss=loss, epochs=3, augment=True, prune_start=2, prune_every=1))
+    data = build_experiment_data(spec, CPU)
+    before = {name: t.clone() for name, t in vars(data).items() if isinstance(t, torch.Tensor)}
+    rows = run(spec, data=data)[1]
+    assert strip_time(rows) == strip_time(run(spec)[1])
+    other = spec.model_copy(update={"loss": "cce", "lr": 0.05})  # another run of the group, same data
+    assert strip_time(run(other, data=data)[1]) == strip_time(run(other)[1])
+    assert all(torch.equal(getattr(data, name), t) for name, t in before.items())  # only read
+
+
+def test_prebuilt_data_of_another_experiment_is_refused():
+    data = build_experiment_data(parse_spec(DATA_SPEC), CPU)
+    with pytest.raises(ValueError, match="data_key"):
+        train(parse_spec(dict(DATA_SPEC, dataset="cifar100", train_subset=None)), data=data)
