@@ -1,15 +1,13 @@
-"""The lab's trainer against a plain training loop, on the same network, data and spec.
+"""The lab's trainer against a plain per-batch loop, epoch by epoch, on the digits quick preset.
 
-The plain loop is how the paper's public code trains: a DataLoader over a TensorDataset yields
-each batch (per-sample indexing and collation), the loss and accuracy are read back with .item()
-per batch, and validation and test accuracy are computed every epoch through DataLoaders. The
-lab's trainer (gce_core.train.train) does the same job and more (per-sample training metrics,
-f_y histograms, the loss sum) from whole-dataset tensors.
+Lab: one complete epoch of gce_core.train (run_epochs: training pass, evaluation, the metrics
+row). Plain: the loop a user writes by hand over the same device tensors (no DataLoader): a
+permutation per epoch, index-slice batches, model, F.cross_entropy (CCE) or the lab's own
+losses.lq (Lq), backward, torch.optim.SGD step, then validation and test accuracy. The four
+contenders run in alternating order, one epoch each per round; the ratios are medians of
+per-round ratios, so a slow spell of a shared machine hits both sides alike.
 
-Also: the lab's epoch time with Lq against CCE (Lq's closed-form gradient should cost within
-a few percent of CCE's fused kernels).
-
-    python -m bench.bench_trainer [--epochs 200] [--repeats 5] [--threads N]
+    python -m bench.bench_trainer [--rounds 150] [--threads N] [--device cpu]
 """
 
 from __future__ import annotations
@@ -19,271 +17,124 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
-from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import (
     REFERENCE_NOTE,
     Report,
     Table,
     device_facts,
-    fmt_s,
     fmt_x,
     interleaved,
-    matmul_peak,
     paired_ratio,
     set_threads,
+    sync,
 )
 from gce_core.experiment_data import ExperimentData, build_experiment_data
+from gce_core.losses import lq
 from gce_core.models import init_seeded
-from gce_core.spec import RunSpec, parse_spec
-from gce_core.train import EVAL_BATCH, new_state, run_epochs, train
+from gce_core.spec import RunSpec, from_preset
+from gce_core.train import new_state, run_epochs
 
-SPEC = dict(
-    dataset="digits", model="mlp", batch_size=128, noise="uniform", noise_rate=0.4, device="cpu"
-)
-
-
-def paper_style_lq(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
-    """Lq as the paper's public code writes it: softmax, gather, (1 - p^q) / q."""
-    p_y = torch.gather(F.softmax(logits, dim=1), 1, y[:, None])
-    return ((1 - p_y**q) / q).mean()
+NOISE = dict(noise="uniform", noise_rate=0.4)
+WARMUP = 2  # untimed epochs of each contender before the rounds
 
 
 class PlainLoop:
-    """Train ``spec`` the plain way: DataLoader batches, .item() per batch, per-epoch eval.
-    ``epoch()`` runs one epoch (for epoch-by-epoch timing), ``run()`` all of them."""
+    """``spec`` trained the plain way on ``data``'s tensors; ``epoch()`` runs one epoch."""
 
-    def __init__(self, spec: RunSpec, data: ExperimentData):
-        self.spec = spec
-        self.model = init_seeded(spec.model, tuple(data.x_train.shape[1:]), data.num_classes, spec.seed)
-        self.opt = torch.optim.SGD(
-            self.model.parameters(), lr=spec.lr, momentum=spec.momentum,
-            weight_decay=spec.weight_decay,
-        )
-        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, list(spec.lr_milestones), spec.lr_gamma)
-        shuffle = torch.Generator().manual_seed(spec.seed + 1)
-        self.train_loader = DataLoader(
-            TensorDataset(data.x_train, data.y_train), batch_size=spec.batch_size, shuffle=True,
-            generator=shuffle,
-        )
-        self.val_loader = DataLoader(TensorDataset(data.x_val, data.y_val), batch_size=EVAL_BATCH)
-        self.test_loader = DataLoader(TensorDataset(data.x_test, data.y_test), batch_size=EVAL_BATCH)
-        self.history: list[tuple[float, float, float, float]] = []
+    def __init__(self, spec: RunSpec, data: ExperimentData, device: torch.device):
+        self.spec, self.data = spec, data
+        shape = tuple(data.x_train.shape[1:])
+        self.model = init_seeded(spec.model, shape, data.num_classes, spec.seed).to(device)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=spec.lr, momentum=spec.momentum,
+                                   weight_decay=spec.weight_decay)  # fmt: skip
+        self.generator = torch.Generator().manual_seed(spec.seed + 1)
+        self.accuracies: list[tuple[float, float]] = []
 
-    def accuracy(self, loader) -> float:
-        model = self.model
-        model.eval()
-        correct = total = 0
-        with torch.no_grad():
-            for x, y in loader:
-                correct += model(x).argmax(1).eq(y).sum().item()
-                total += y.size(0)
-        model.train()
-        return correct / total
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y) if self.spec.loss == "cce" else lq(logits, y, self.spec.q)
 
     def epoch(self) -> None:
-        model, opt, spec = self.model, self.opt, self.spec
+        model, data, bs = self.model, self.data, self.spec.batch_size
+        perm = torch.randperm(data.n_train, generator=self.generator).to(data.x_train.device)
         model.train()
-        loss_sum = correct = seen = 0.0
-        for x, y in self.train_loader:
-            opt.zero_grad()
-            logits = model(x)
-            loss = F.cross_entropy(logits, y) if spec.loss == "cce" else paper_style_lq(logits, y, spec.q)
+        for start in range(0, data.n_train, bs):
+            idx = perm[start : start + bs]
+            loss = self.loss(model(data.x_train[idx]), data.y_train[idx])
+            self.opt.zero_grad()
             loss.backward()
-            opt.step()
-            loss_sum += loss.item() * y.size(0)
-            correct += logits.argmax(1).eq(y).sum().item()
-            seen += y.size(0)
-        self.sched.step()
-        self.history.append(
-            (loss_sum / seen, correct / seen, self.accuracy(self.val_loader), self.accuracy(self.test_loader))
-        )
-
-    def run(self) -> dict:
-        for _ in range(self.spec.epochs):
-            self.epoch()
-        return {"last_test_acc": self.history[-1][3]}
-
-
-def plain_loop(spec: RunSpec, data: ExperimentData) -> dict:
-    """A whole plain-loop run of ``spec`` (see PlainLoop)."""
-    return PlainLoop(spec, data).run()
-
-
-def run_flops(spec: RunSpec, data: ExperimentData) -> int:
-    """FLOPs of one run of ``spec`` (both trainers do the same products): every training step's
-    forward and backward, plus the per-epoch validation and test forward passes, counted with
-    torch.utils.flop_counter on the model."""
-    model = init_seeded(spec.model, tuple(data.x_train.shape[1:]), data.num_classes, spec.seed)
-
-    def counted(fn) -> int:
-        with FlopCounterMode(display=False) as counter:
-            fn()
-        return counter.get_total_flops()
-
-    def step(m: int) -> int:
-        return counted(lambda: F.cross_entropy(model(data.x_train[:m]), data.y_train[:m]).backward())
-
-    def forward(x: torch.Tensor) -> int:
+            self.opt.step()
+        model.eval()
         with torch.no_grad():
-            return counted(lambda: model(x))
-
-    n, b = data.n_train, spec.batch_size
-    per_epoch = (n // b) * step(b) + (step(n % b) if n % b else 0)
-    return spec.epochs * (per_epoch + forward(data.x_val) + forward(data.x_test))
+            val = (model(data.x_val).argmax(1) == data.y_val).float().mean().item()
+            test = (model(data.x_test).argmax(1) == data.y_test).float().mean().item()
+        self.accuracies.append((val, test))
 
 
-def epoch_times(
-    specs: dict[str, RunSpec], data: ExperimentData, rounds: int, plain: tuple[str, ...] = (),
-    threads_used: dict[str, dict[int, int]] | None = None,
-) -> dict[str, list[float]]:
-    """Seconds of single complete epochs of each spec's run, alternating between the runs
-    ``rounds`` times: a per-epoch cost, many short samples, so that a slow spell of the machine
-    hits every contender alike. Lab epochs are the trainer's (training pass, evaluation,
-    metrics row); the specs named in ``plain`` are also timed as plain-loop epochs, under the
-    name "plain_<name>". ``threads_used``: filled with each lab run's epochs per thread count
-    (gce_core.threads.ThreadTuner; empty for a run without a tuner)."""
-    device = torch.device("cpu")
-    states = {name: new_state(spec, data, device) for name, spec in specs.items()}
-    for spec in specs.values():
-        if rounds + 2 > spec.epochs:
-            raise SystemExit(f"--epoch-rounds {rounds} needs specs of at least {rounds + 2} epochs")
+def contenders(losses: tuple[str, ...], data: ExperimentData, device: torch.device, epochs: int) -> dict:
+    """name -> a function that runs one more epoch (and waits for the device): lab_<loss> and
+    plain_<loss> for each loss."""
 
-    def one_epoch(name: str):
-        return lambda: run_epochs(specs[name], states[name], data, device, states[name].epoch + 1)
+    def synced(fn):
+        def call():
+            fn()
+            sync(device)
 
-    contenders = {name: one_epoch(name) for name in specs}
-    for name in plain:
-        contenders[f"plain_{name}"] = PlainLoop(specs[name], data).epoch
-    times = interleaved(contenders, rounds, warmup=2)
-    if threads_used is not None:
-        for name, st in states.items():
-            threads_used[name] = dict(sorted(st.tuner.used.items())) if st.tuner is not None else {}
-    return times
+        return call
+
+    out = {}
+    for loss in losses:
+        spec = from_preset("quick", "digits", loss=loss, device=device.type, epochs=epochs, **NOISE)
+        st = new_state(spec, data, device)
+        out[f"lab_{loss}"] = synced(lambda spec=spec, st=st: run_epochs(spec, st, data, device, st.epoch + 1))
+        out[f"plain_{loss}"] = synced(PlainLoop(spec, data, device).epoch)
+    return out
 
 
-def threads_note(threads_used: dict[str, dict[int, int]]) -> str:
-    """Which thread counts the lab's tuner ran its epochs with, per loss."""
-    if not any(threads_used.values()):
-        return "The lab ran every epoch with the thread count above (one count: no tuner)."
-    parts = [
-        f"{loss.upper() if loss == 'cce' else 'Lq'}: "
-        + ", ".join(f"{n} epoch(s) with {count} thread(s)" for count, n in used.items())
-        for loss, used in threads_used.items()
-    ]
-    return "Thread counts the lab's tuner picked (gce_core.threads): " + "; ".join(parts) + "."
-
-
-def run(
-    epochs: int = 200, repeats: int = 5, threads: int | None = None, epoch_rounds: int = 150,
-    reference: bool = False,
-) -> Report:
+def run(rounds: int = 150, threads: int | None = None, device_name: str = "cpu", reference: bool = False) -> Report:
     set_threads(threads)
-    facts = device_facts("cpu")
-    specs = {loss: parse_spec(dict(SPEC, loss=loss, epochs=epochs)) for loss in ("cce", "lq")}
-    data = build_experiment_data(specs["cce"], "cpu")  # the same for both losses (same seed)
-    flops = run_flops(specs["cce"], data)
-    peak, peak_what = matmul_peak("cpu")
-    times = interleaved(
-        {
-            "plain_cce": lambda: plain_loop(specs["cce"], data),
-            "lab_cce": lambda: train(specs["cce"]),
-            "plain_lq": lambda: plain_loop(specs["lq"], data),
-            "lab_lq": lambda: train(specs["lq"]),
-        },
-        repeats,
-    )
-    peak = max(peak, matmul_peak("cpu")[0])
-    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    speed_cce = paired_ratio(times["plain_cce"], times["lab_cce"])
-    speed_lq = paired_ratio(times["plain_lq"], times["lab_lq"])
-    # Single epochs, each pair of contenders interleaved on its own (A B B A ...): with more in
-    # one rotation, some would always follow a plain epoch (its allocations, colder caches).
-    lab_specs = {loss: specs[loss].model_copy(update={"epochs": epoch_rounds + 2}) for loss in specs}
-    lq_threads_used: dict[str, dict[int, int]] = {}
-    per_epoch = epoch_times(lab_specs, data, epoch_rounds, threads_used=lq_threads_used)
-    threads_used: dict[str, dict[int, int]] = {}
-    vs_plain = {
-        loss: epoch_times({loss: lab_specs[loss]}, data, epoch_rounds, plain=(loss,), threads_used=threads_used)
-        for loss in ("cce", "lq")
-    }
-    epoch_speed = {
-        loss: paired_ratio(vs_plain[loss][f"plain_{loss}"], vs_plain[loss][loss]) for loss in vs_plain
-    }
-    lq_cost = paired_ratio(per_epoch["lq"], per_epoch["cce"])
-    lq_cost_runs = paired_ratio(times["lab_lq"], times["lab_cce"])
-    n_train = data.n_train
-    steps = epochs * -(-n_train // SPEC["batch_size"])
-    speed = Table(
-        f"Trainer vs plain DataLoader loop: digits MLP 64-256-256-10, {epochs} epochs, batch 128, "
-        f"{n_train} training images ({steps} steps), uniform noise 0.4",
-        ["loss", "plain loop (baseline)", "lab trainer", "speed-up (plain / lab)",
-         "lab: share of measured peak", "arithmetic floor"],
+    device = torch.device(device_name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available on this machine; use --device cpu")
+    facts = device_facts(device)
+    spec = from_preset("quick", "digits", device=device.type, **NOISE)
+    data = build_experiment_data(spec, device)  # the same tensors for every contender
+    times = interleaved(contenders(("cce", "lq"), data, device, rounds + WARMUP), rounds, warmup=WARMUP)
+    ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    lab_vs_plain = {loss: paired_ratio(times[f"lab_{loss}"], times[f"plain_{loss}"]) for loss in ("cce", "lq")}
+    lq_vs_cce = {who: paired_ratio(times[f"{who}_lq"], times[f"{who}_cce"]) for who in ("lab", "plain")}
+    table = Table(
+        f"Trainer vs a plain per-batch loop, epoch by epoch: digits quick preset (MLP 64-256-256-10, "
+        f"batch {spec.batch_size}, {data.n_train} training images, uniform noise 0.4, {device.type})",
+        ["loss", "plain loop: ms per epoch (baseline)", "lab trainer: ms per epoch", "lab / plain"],
         [
-            ["CCE", fmt_s(med["plain_cce"]), fmt_s(med["lab_cce"]), fmt_x(speed_cce),
-             f"{flops / med['lab_cce'] / peak:.0%}", fmt_s(flops / peak)],
-            ["Lq (q = 0.7)", fmt_s(med["plain_lq"]), fmt_s(med["lab_lq"]), fmt_x(speed_lq),
-             f"{flops / med['lab_lq'] / peak:.0%}", fmt_s(flops / peak)],
-        ],
-        f"Median of {repeats} interleaved runs each; speed-up is the median of per-round ratios. "
-        "Both include per-epoch validation and test accuracy; the lab also computes its full "
-        "metrics row (training-pass metrics, f_y histograms, loss sum) every epoch. "
-        f"A run is {flops / 1e9:.1f} GFLOP (torch.utils.flop_counter: training forward and "
-        f"backward, and the evaluation passes); the arithmetic floor is that at the measured "
-        f"peak of {peak / 1e9:.0f} GFLOP/s ({peak_what}, same process).",
+            [label, f"{ms[f'plain_{loss}']:.2f}", f"{ms[f'lab_{loss}']:.2f}", fmt_x(lab_vs_plain[loss])]
+            for loss, label in (("cce", "CCE"), ("lq", f"Lq (q = {spec.q:g})"))
+        ]
+        + [["Lq / CCE", fmt_x(lq_vs_cce["plain"]), fmt_x(lq_vs_cce["lab"]), ""]],
+        f"{rounds} rounds of one epoch of each contender in alternating order, after {WARMUP} "
+        "untimed epochs each; medians, and medians of per-round ratios. A lab epoch is complete "
+        "(training pass, evaluation, the metrics row: training-pass metrics, f_y histograms, loss "
+        "sum); a plain one trains and computes validation and test accuracy. Both read the same "
+        "device tensors and step torch.optim.SGD.",
     )
-    epoch_med = {k: statistics.median(v) * 1e3 for k, v in per_epoch.items()}
-    vs_plain_med = {
-        (loss, who): statistics.median(v) * 1e3 for loss, t in vs_plain.items() for who, v in t.items()
-    }
-    by_epoch = Table(
-        "Trainer vs plain DataLoader loop, epoch by epoch (same network, data and spec)",
-        ["loss", "plain loop: ms per epoch (baseline)", "lab trainer: ms per epoch",
-         "speed-up (plain / lab)"],
-        [
-            [label, f"{vs_plain_med[loss, f'plain_{loss}']:.2f}", f"{vs_plain_med[loss, loss]:.2f}",
-             fmt_x(epoch_speed[loss])]
-            for loss, label in (("cce", "CCE"), ("lq", "Lq (q = 0.7)"))
-        ],
-        f"{epoch_rounds} single epochs of the plain loop and the lab, in alternating order, for "
-        "each loss on its own; speed-up is the median of the per-round ratios. The whole runs above take minutes of wall time in all, "
-        "and this machine's speed drifts within them; single epochs (milliseconds) put a plain "
-        "and a lab epoch of one round within milliseconds of each other. A lab epoch is complete "
-        "(training pass, evaluation, metrics row); a plain one trains and computes validation "
-        "and test accuracy. " + threads_note(threads_used),
-    )
-    lq_table = Table(
-        "Lab trainer: epoch time with Lq against CCE (same spec)",
-        ["loss", "ms per epoch", "epoch time vs CCE", f"whole {epochs}-epoch runs vs CCE"],
-        [
-            ["CCE (baseline)", f"{epoch_med['cce']:.2f}", "1.000", "1.000"],
-            ["Lq (q = 0.7)", f"{epoch_med['lq']:.2f}", f"{lq_cost:.3f}", f"{lq_cost_runs:.3f}"],
-        ],
-        f"Epoch time: {epoch_rounds} single epochs of each run, alternating, median of the "
-        "per-round ratios (a complete epoch: training pass, evaluation, metrics row). Whole runs: "
-        "the runs of the table above. " + threads_note(lq_threads_used),
-    )
-    targets = [
-        f"lab trainer >= 2x faster than the plain loop (CCE): {fmt_x(speed_cce)} in whole runs, "
-        f"{fmt_x(epoch_speed['cce'])} epoch by epoch — "
-        + ("met" if min(speed_cce, epoch_speed["cce"]) >= 2 else "NOT met (both must reach 2x)"),
-        f"Lq epoch time <= 1.05 x CCE's: {lq_cost:.3f} — " + ("met" if lq_cost <= 1.05 else "NOT met"),
+    summary = [
+        f"lab / plain epoch time: CCE {fmt_x(lab_vs_plain['cce'])}, Lq {fmt_x(lab_vs_plain['lq'])}",
+        f"lab Lq / CCE epoch time: {lq_vs_cce['lab']:.3f} (plain loop: {lq_vs_cce['plain']:.3f})",
     ]
     if reference:
-        targets = [f"{REFERENCE_NOTE} {t}" for t in targets]
-    name = f"Trainer (bench/bench_trainer.py, {torch.get_num_threads()} thread(s))"
-    return Report(name, facts, [speed, by_epoch, lq_table], targets)
+        summary = [f"{REFERENCE_NOTE} {line}" for line in summary]
+    name = f"Trainer (bench/bench_trainer.py, {device.type}, {torch.get_num_threads()} thread(s))"
+    return Report(name, facts, [table], summary)
 
 
 def main(argv: list[str] | None = None) -> Report:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=200, help="epochs per run (default: 200)")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved runs each (default: 5)")
+    parser.add_argument("--rounds", type=int, default=150, help="timed epochs of each contender (default: 150)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--epoch-rounds", type=int, default=150, help="alternating single epochs for Lq vs CCE (default: 150)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device (default: cpu)")
     args = parser.parse_args(argv)
-    report = run(args.epochs, args.repeats, args.threads, args.epoch_rounds)
+    report = run(args.rounds, args.threads, args.device)
     print(report.markdown())
     return report
 

@@ -75,9 +75,9 @@ def facts_line(facts: dict[str, str]) -> str:
     return "; ".join(f"{k}: {v}" for k, v in facts.items())
 
 
-# Prefix of the target lines of a run at fewer threads than the machine's default (make bench
-# runs one thread too): such figures are for reference; the targets are the default's.
-REFERENCE_NOTE = "(reference run at one thread, both sides; the target is judged at the default count above)"
+# Prefix of the summary lines of a run at fewer threads than the machine's default (make bench
+# runs one thread too): such figures are for reference, beside the default count's.
+REFERENCE_NOTE = "(reference run at one thread, both sides; the default thread count is above)"
 
 
 def set_threads(threads: int | None) -> None:
@@ -138,13 +138,13 @@ class Report:
     name: str
     facts: dict[str, str]
     tables: list[Table]
-    targets: list[str] = field(default_factory=list)  # "met"/"not met" lines
+    summary: list[str] = field(default_factory=list)  # the ratios that matter, one line each
 
     def markdown(self) -> str:
         parts = [f"## {self.name}", "", f"Measured on: {facts_line(self.facts)}.", ""]
         parts += [t.markdown() + "\n" for t in self.tables]
-        if self.targets:
-            parts += ["Targets:", ""] + [f"- {line}" for line in self.targets] + [""]
+        if self.summary:
+            parts += ["Summary:", ""] + [f"- {line}" for line in self.summary] + [""]
         return "\n".join(parts)
 
 
