@@ -299,23 +299,11 @@ def run_summary(spec: RunSpec, st: RunState, data: ExperimentData, device, stopp
     }
 
 
-def _check_data(data: ExperimentData, spec: RunSpec, device: torch.device) -> None:
-    """Refuse a prebuilt ExperimentData that cannot be this spec's (wrong device or classes)."""
-    if data.x_train.device.type != device.type or data.num_classes != spec.num_classes:
-        raise ValueError(
-            f"data= holds {data.num_classes} classes on {data.x_train.device}, but the spec needs "
-            f"{spec.num_classes} on {device}; build it with build_experiment_data(spec, device) for "
-            "a spec of the same experiment_data.data_key"
-        )
-
-
 def train(
     spec: RunSpec | dict,
     on_epoch: EpochCallback | None = None,
     should_stop: StopCheck | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
-    *,
-    data: ExperimentData | None = None,
 ) -> dict:
     """Train one run. Returns the summary (see metrics.SUMMARY_KEYS) plus run facts.
 
@@ -324,18 +312,12 @@ def train(
     unfinished epoch is discarded and the summary has ``stopped: True``.
     checkpoint_dir: a checkpoint is written there after every epoch; if one is already there
     (same spec), training resumes from it exactly.
-    data: this spec's ExperimentData on its device, built earlier by build_experiment_data for a
-    spec with the same ``experiment_data.data_key`` (a long-lived process reuses it between the
-    runs of a group); the run only reads it. Default: built here.
     """
     spec = parse_spec(spec)
     device = resolve_device(spec.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if data is None:
-        data = build_experiment_data(spec, device)
-    else:
-        _check_data(data, spec, device)
+    data = build_experiment_data(spec, device)
     st = new_state(spec, data, device)
     if checkpoint_dir is not None:
         saved = load_checkpoint(checkpoint_dir, spec.to_json())

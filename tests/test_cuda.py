@@ -57,13 +57,6 @@ def test_the_gpu_run_is_close_to_the_cpu_run():
         assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.05)
 
 
-def test_prebuilt_data_on_the_gpu_gives_the_same_rows():
-    spec = parse_spec(dict(MLP, loss="truncated_lq", prune_start=2, prune_every=1))
-    data = build_experiment_data(spec, torch.device("cuda"))
-    assert data.x_train.is_cuda
-    assert_rows_close(run(spec, data=data)[1], run(spec)[1])
-
-
 def test_a_run_resumed_on_the_gpu_continues_where_it_stopped(tmp_path):
     spec = dict(MLP, loss="lq")
     _, full = run(spec)

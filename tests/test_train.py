@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gce_core.experiment_data import build_experiment_data, data_key
+from gce_core.experiment_data import build_experiment_data
 from gce_core.losses import acs_weights
 from gce_core.metrics import EPOCH_KEYS, pruning_quality, summarize, training_pass_metrics
 from gce_core.models import init_seeded
@@ -274,52 +274,3 @@ def test_the_accelerator_path_changes_the_numbers_by_bf16_rounding_only(monkeypa
     assert strip_time(bf16) != strip_time(plain)  # autocast was in effect
     for a, b in zip(bf16, plain, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=5e-3)
-
-
-# --- prebuilt data: what a long-lived process caches between the runs of a group --------------
-DATA_SPEC = dict(TINY, noise="uniform", noise_rate=0.4, device="cpu")
-
-
-@pytest.mark.parametrize("change", [
-    dict(loss="cce"), dict(loss="truncated_lq", q=0.3, k=0.2), dict(lr=0.05, epochs=2),
-    dict(model="cnn", batch_size=32, augment=True, compile=True), dict(name="other"),
-    dict(optimizer="adam", momentum=0.5, weight_decay=0.0, lr_milestones=(3,), lr_gamma=0.5),
-    dict(prune_start=2, prune_every=3),
-])  # fmt: skip
-def test_specs_that_differ_outside_the_data_share_a_data_key(change):
-    assert data_key(parse_spec(dict(DATA_SPEC, **change))) == data_key(parse_spec(DATA_SPEC))
-
-
-@pytest.mark.parametrize("change", [
-    dict(seed=1), dict(noise="class_dependent"), dict(noise_rate=0.2), dict(dataset="fashion_mnist"),
-    dict(train_subset=300), dict(train_subset=None), dict(val_fraction=0.2), dict(data_root="/x"),
-    dict(noise="open_set"),
-    dict(download=True),
-])  # fmt: skip
-def test_specs_whose_data_differ_have_different_data_keys(change):
-    assert data_key(parse_spec(dict(DATA_SPEC, **change))) != data_key(parse_spec(DATA_SPEC))
-
-
-def test_the_data_key_holds_the_resolved_device():
-    key = dict(data_key(parse_spec(dict(DATA_SPEC, device="auto"))))
-    assert key["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
-    class_map = dict(DATA_SPEC, noise="class_dependent", noise_rate=0.2)
-    assert data_key(parse_spec(dict(class_map, class_map="next_class"))) == data_key(parse_spec(class_map))
-
-
-@pytest.mark.parametrize("loss", ["lq", "truncated_lq"])
-def test_training_from_prebuilt_data_gives_the_same_rows(loss):
-    spec = parse_spec(dict(DATA_SPEC, loss=loss, epochs=3, augment=True, prune_start=2, prune_every=1))
-    data = build_experiment_data(spec, CPU)
-    before = {name: t.clone() for name, t in vars(data).items() if isinstance(t, torch.Tensor)}
-    rows = run(spec, data=data)[1]
-    assert strip_time(rows) == strip_time(run(spec)[1])
-    other = spec.model_copy(update={"loss": "cce", "lr": 0.05})  # another run of the group, same data
-    assert strip_time(run(other, data=data)[1]) == strip_time(run(other)[1])
-    assert all(torch.equal(getattr(data, name), t) for name, t in before.items())  # only read
-
-
-def test_prebuilt_data_of_another_experiment_is_refused():
-    data = build_experiment_data(parse_spec(DATA_SPEC), CPU)
-    with pytest.raises(ValueError, match="data_key"):
-        train(parse_spec(dict(DATA_SPEC, dataset="cifar100", train_subset=None)), data=data)
