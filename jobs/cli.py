@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Ray cluster, HOST:PORT of its head (default: $GCE_LAB_RAY_ADDRESS, else Ray's "
                         "own: $RAY_ADDRESS or a Ray started for this worker); with --executor ray, --slots "
                         "defaults to the cluster's GPUs, else its CPUs")
-    p.add_argument("--poll", type=float, default=0.5, help="seconds between supervisor steps (default: 0.5)")
+    p.add_argument("--poll", type=float, default=0.05,
+                   help="seconds between supervisor steps (default: 0.05; an idle step is one read of the queue)")
     p.add_argument("--until-idle", action="store_true", help="exit once no run is waiting or running (default: no)")
     p.set_defaults(func=cmd_worker)
     return parser

@@ -8,6 +8,7 @@ second lab on the same machine only has to set them.
 | GCE_LAB_HOME                    | ~/.gce_lab                      | database, checkpoints, logs   |
 | GCE_LAB_DB_URL                  | sqlite:///<lab home>/gce_lab.db | any SQLAlchemy URL            |
 | GCE_LAB_SLOTS                   | max(1, CPU cores // 2)          | runs at once on a CPU machine |
+| GCE_LAB_SLOTS_PER_GPU           | 1                               | runs at once on each GPU      |
 | GCE_LAB_MAX_QUEUED_PER_OWNER    | 200                             | queued runs one owner may have|
 | GCE_LAB_MAX_EPOCHS              | 1000                            | epochs of one run             |
 | GCE_LAB_MAX_GROUP_SIZE          | 500                             | runs in one group submission  |
@@ -17,7 +18,6 @@ second lab on the same machine only has to set them.
 | GCE_LAB_CANCEL_GRACE_S          | 5                               | wait before SIGTERM on cancel |
 | GCE_LAB_KILL_GRACE_S            | 5                               | wait after SIGTERM for SIGKILL|
 | GCE_LAB_CANCEL_POLL_S           | 0.5                             | cancel-flag reads, at most    |
-| GCE_LAB_FUSE_MAX                | 8                               | runs of a group per process   |
 | GCE_LAB_EXECUTOR                | local                           | where runs go: local or ray   |
 | GCE_LAB_RAY_ADDRESS             | unset (Ray's own default)       | the Ray cluster, host:port    |
 """
@@ -32,6 +32,7 @@ from typing import ClassVar
 ENV_HOME = "GCE_LAB_HOME"
 ENV_DB_URL = "GCE_LAB_DB_URL"
 ENV_SLOTS = "GCE_LAB_SLOTS"
+ENV_SLOTS_PER_GPU = "GCE_LAB_SLOTS_PER_GPU"
 ENV_EXECUTOR = "GCE_LAB_EXECUTOR"
 ENV_RAY_ADDRESS = "GCE_LAB_RAY_ADDRESS"
 EXECUTORS = ("local", "ray")
@@ -50,8 +51,8 @@ def db_url() -> str:
 
 
 def executor_name(name: str | None = None) -> str:
-    """``name``, else $GCE_LAB_EXECUTOR, else "local"; one of EXECUTORS ("local": a process per
-    run on this machine; "ray": a Ray task per run on a Ray cluster)."""
+    """``name``, else $GCE_LAB_EXECUTOR, else "local"; one of EXECUTORS ("local": warm run
+    processes on this machine; "ray": a Ray task per run on a Ray cluster)."""
     value = (name or os.environ.get(ENV_EXECUTOR) or "local").strip().lower()
     if value not in EXECUTORS:
         raise ValueError(f"unknown executor {value!r} (from --executor or ${ENV_EXECUTOR}); "
@@ -72,8 +73,8 @@ def run_dir(run_id: str, home: Path | None = None) -> Path:
 
 def compile_cache_env(home: Path | None = None) -> dict[str, str]:
     """Where torch.compile keeps its compiled kernels for every run of this lab home
-    (<lab home>/compile-cache), so a spec with ``compile`` pays the compile time once, not once
-    per run's process; an inductor cache dir already set in the environment wins."""
+    (<lab home>/compile-cache), so a new run process reuses the kernels an earlier one built; an
+    inductor cache dir already set in the environment wins."""
     return {"TORCHINDUCTOR_CACHE_DIR": str((home or lab_home()) / "compile-cache")}
 
 
@@ -100,6 +101,12 @@ def default_cpu_slots() -> int:
     return max(1, _env_number(ENV_SLOTS, max(1, (os.cpu_count() or 1) // 2)))
 
 
+def slots_per_gpu() -> int:
+    """$GCE_LAB_SLOTS_PER_GPU, else 1: how many runs share one GPU at once (small runs leave most
+    of a GPU idle; each slot is its own process, so BatchNorm and every model work as alone)."""
+    return max(1, _env_number(ENV_SLOTS_PER_GPU, 1))
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one submission may ask for; a refusal names the variable that raises the limit."""
@@ -121,7 +128,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class SupervisorSettings:
-    """Timings of the supervisor and its training children, in seconds, and how it fuses runs."""
+    """Timings of the supervisor and its training children, in seconds."""
 
     max_retries: int = 2  # GCE_LAB_MAX_RETRIES: resumes after a crash before the run fails
     heartbeat_s: float = 2.0  # GCE_LAB_HEARTBEAT_S: how often a child and a supervisor heartbeat
@@ -130,8 +137,6 @@ class SupervisorSettings:
     kill_grace_s: float = 5.0  # GCE_LAB_KILL_GRACE_S: SIGTERM not honoured -> SIGKILL
     cancel_poll_s: float = 0.5  # GCE_LAB_CANCEL_POLL_S: how often a child reads its cancel flag (at batch boundaries)
     recover_every_s: float = 5.0  # how often a supervisor looks for orphaned runs
-    fuse_max: int = 8  # GCE_LAB_FUSE_MAX: most runs of one group trained by one process, fused or in
-    # turn (0 or 1: a process per run)
 
     ENV: ClassVar[dict[str, str]] = {
         "max_retries": "GCE_LAB_MAX_RETRIES",
@@ -140,7 +145,6 @@ class SupervisorSettings:
         "cancel_grace_s": "GCE_LAB_CANCEL_GRACE_S",
         "kill_grace_s": "GCE_LAB_KILL_GRACE_S",
         "cancel_poll_s": "GCE_LAB_CANCEL_POLL_S",
-        "fuse_max": "GCE_LAB_FUSE_MAX",
     }
 
     @classmethod

@@ -8,7 +8,7 @@ polls handles, never processes. The exit codes below are the contract between a 
 from __future__ import annotations
 
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -17,8 +17,7 @@ if TYPE_CHECKING:  # kept out at run time: a training process imports this befor
 
 EXIT_OK = 0  # completed (or cancelled): the process wrote the run's final status itself
 EXIT_ERROR = 1  # training raised an exception: retrying would fail the same way
-EXIT_STOPPED = 75  # stopped at a batch boundary (SIGTERM/SIGINT, or a fused process stopping for
-# one of its runs: cancelled or taken over); the runs still its resume from their checkpoints
+EXIT_STOPPED = 75  # stopped at a batch boundary (SIGTERM/SIGINT): the run resumes from its checkpoint
 EXIT_SUPERSEDED = 76  # the run is no longer this process's (restarted elsewhere, given up on)
 EXIT_RETRYABLE = 77  # out of memory, or the database unreachable: treated like a crash (resumed)
 
@@ -83,7 +82,12 @@ class Executor(Protocol):
     host: str
 
     def start(self, run: RunRecord, token: str, slot: Slot, env: Mapping[str, str]) -> RunHandle:
-        """Start the training process of ``run`` (claimed with ``token``) in ``slot``."""
+        """Start training ``run`` (claimed with ``token``) in ``slot``."""
+
+    def prepare(self, slot: Slot, env: Mapping[str, str]) -> bool:
+        """Get ``slot`` ready for its next run (the local executor keeps a warm run process
+        there); called for every free slot before a claim. True once it can start a run at once:
+        the supervisor claims runs only for such slots."""
 
     def attach(self, run: RunRecord) -> RunHandle | None:
         """A handle on the process of a run started by a supervisor that is gone, if it still
@@ -95,12 +99,5 @@ class Executor(Protocol):
     def note(self, run_id: str, message: str) -> None:
         """Add a supervisor line to the run's log."""
 
-
-class GroupExecutor(Executor, Protocol):
-    """An executor that can also train several runs of one group as one process (fused by
-    gce_core.fused, or compile runs in turn); the supervisor claims runs together only with such
-    an executor."""
-
-    def start_group(self, runs: Sequence[RunRecord], token: str, slot: Slot,
-                    env: Mapping[str, str]) -> RunHandle:
-        """Start ONE training process for ``runs`` (claimed together with ``token``) in ``slot``."""
+    def close(self) -> None:
+        """The supervisor stops: let go of what the executor holds (runs in flight go on)."""

@@ -1,16 +1,12 @@
-"""The Ray executor: each run, or each group of runs claimed together, is one Ray task on a Ray
-cluster.
+"""The Ray executor: each run is one Ray task on a Ray cluster.
 
 The supervisor (`python -m jobs worker --executor ray --ray-address HOST:PORT`) claims runs from
 the shared database as with the local executor, and starts each as a Ray task asking for one GPU
 (when its slot is a GPU slot and the spec's device is not "cpu") or for ``cpus_per_run`` CPUs.
 The task runs in a fresh Ray worker process (``max_calls=1``) and calls the same entry as a local
-run, ``jobs.worker_process.run_group_guarded``, so metrics, heartbeats, the cancel flag (read from
-the database by ``should_stop``) and checkpoints behave the same. Runs of one group that the
-supervisor claimed together (``start_group``) are one task that trains them fused (gce_core.fused)
-or, with compile, in turn. Its output is appended to ``<lab home>/runs/<id>/log.txt`` (a group's
-task: its first run's; each
-run's own lines go to its own log): the lab home (logs and checkpoints) must be on a file system
+run, ``jobs.worker_process.run_guarded``, so metrics, heartbeats, the cancel flag (read from
+the database by ``should_stop``) and checkpoints behave the same. Its output is appended to
+``<lab home>/runs/<id>/log.txt``: the lab home (logs and checkpoints) must be on a file system
 that every node mounts at the same path, and the database a server every node reaches.
 
 Ray never retries a run itself (``max_retries=0``): a task whose worker died (killed, out of
@@ -30,11 +26,11 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from jobs import config
 from jobs.executor import EXIT_STOPPED, ExitInfo, Slot
-from jobs.logs import append_note, read_tail
+from jobs.logs import append_note, output_to, read_tail
 from jobs.records import RunRecord
 
 INSTALL = "pip install -r requirements-extras.txt (or: pip install 'gce-lab[ray]')"
@@ -55,44 +51,28 @@ def import_ray():
     return ray
 
 
-def run_task(run_ids: str | Sequence[str], token: str, env: Mapping[str, str]) -> int:
+def run_task(run_id: str, token: str, env: Mapping[str, str]) -> int:
     """The body of a Ray task, in its own Ray worker process: the training process's entry for one
-    run (an id) or of runs claimed together (a list of ids), with the lab's settings in the environment and
-    stdout/stderr appended to the (first) run's log. Returns the exit code a local training
-    process would have (jobs.executor.EXIT_*)."""
+    run, with the lab's settings in the environment and stdout/stderr appended to the run's log.
+    Returns the exit code a local training process would have (jobs.executor.EXIT_*)."""
     from jobs import worker_process
 
-    ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
     os.environ.update(env)
-    log = config.log_path(ids[0])
-    log.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
     handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        # ray.cancel(ref) interrupts the main thread as a SIGINT would: our handler only sets
-        # the stop flag, so the run stops at a batch boundary like a local one on SIGTERM.
-        handlers = worker_process.install_signal_handlers()
-    try:
-        print(f"Ray worker pid {os.getpid()} on {socket.gethostname()}", flush=True)
-        return worker_process.run_group_guarded(ids, token)
-    except KeyboardInterrupt:  # a cancel that came before our handler was installed
-        print("stopped by ray.cancel", flush=True)
-        return EXIT_STOPPED
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
+    with output_to(config.log_path(run_id)):
+        if threading.current_thread() is threading.main_thread():
+            # ray.cancel(ref) interrupts the main thread as a SIGINT would: our handler only sets
+            # the stop flag, so the run stops at a batch boundary like a local one on SIGTERM.
+            handlers = worker_process.install_signal_handlers()
+        try:
+            print(f"Ray worker pid {os.getpid()} on {socket.gethostname()}", flush=True)
+            return worker_process.run_guarded(run_id, token)
+        except KeyboardInterrupt:  # a cancel that came before our handler was installed
+            print("stopped by ray.cancel", flush=True)
+            return EXIT_STOPPED
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -196,32 +176,20 @@ class RayExecutor:
         return slot.device == GPU_SLOT and run.spec.device != "cpu"
 
     def start(self, run: RunRecord, token: str, slot: Slot, env: Mapping[str, str]) -> RayHandle:
-        return self._submit([run], run.id, token, slot, env)
-
-    def start_group(self, runs: Sequence[RunRecord], token: str, slot: Slot,
-                    env: Mapping[str, str]) -> RayHandle:
-        """One Ray task (one GPU, or cpus_per_run CPUs) that trains ``runs`` together."""
-        return self._submit(runs, [r.id for r in runs], token, slot, env)
-
-    def _submit(self, runs: Sequence[RunRecord], ids: str | list[str], token: str, slot: Slot,
-                env: Mapping[str, str]) -> RayHandle:
-        first = runs[0]
-        gpu = self._gpu(first, slot)  # runs claimed together share the spec's device
+        """One Ray task (one GPU, or cpus_per_run CPUs) that trains ``run``."""
+        gpu = self._gpu(run, slot)
         env = self._env(slot, env)
         if not gpu:  # Ray hides the GPUs from a task without any today, but says it will stop
             env["CUDA_VISIBLE_DEVICES"] = ""
         wants = "1 GPU" if gpu else f"{self.cpus_per_run:g} CPU"
-        for run in runs:
-            folder = config.run_dir(run.id, self.home)
-            folder.mkdir(parents=True, exist_ok=True)
-            mates = "" if run is first else (f", with {len(runs) - 1} more; its output is in "
-                                             f"the log of run {first.id}")
-            append_note(folder / config.LOG_FILE, f"attempt {run.attempts} of run {run.id}: a Ray task "
-                        f"({wants}) from the supervisor on {self.host}, slot {slot.index}{mates}")
-        name = f"gce-lab-{first.id}" + (f"+{len(runs) - 1}" if len(runs) > 1 else "")
-        options = dict(name=name, num_cpus=self.cpus_per_run, num_gpus=1 if gpu else 0)
-        ref = self._task.options(**options).remote(ids, token, env)
-        return RayHandle(self.ray, ref)
+        append_note(config.log_path(run.id, self.home), f"attempt {run.attempts} of run {run.id}: a Ray "
+                    f"task ({wants}) from the supervisor on {self.host}, slot {slot.index}")
+        options = dict(name=f"gce-lab-{run.id}", num_cpus=self.cpus_per_run, num_gpus=1 if gpu else 0)
+        return RayHandle(self.ray, self._task.options(**options).remote(run.id, token, env))
+
+    def prepare(self, slot: Slot, env: Mapping[str, str]) -> bool:
+        """Nothing to prepare: Ray starts the task's worker process."""
+        return True
 
     def attach(self, run: RunRecord) -> None:
         """Never: a Ray task dies with the supervisor (its driver) that started it."""

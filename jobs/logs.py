@@ -1,10 +1,15 @@
-"""A run's log: <lab home>/runs/<id>/log.txt holds its process's stdout and stderr, every attempt
-appended, with a line from the supervisor at each start and end. A fused process (several runs in
-one process) has its stdout in its first run's log and appends each run's own lines to its log."""
+"""A run's log: <lab home>/runs/<id>/log.txt holds the stdout and stderr of the process while it
+trains the run, every attempt appended, with a line from the supervisor at each start and end. A
+long-lived process (a warm run process, a Ray worker) points its output at each run's log in turn
+(``output_to``)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 TAIL_LINES = 20
@@ -50,3 +55,27 @@ def append_line(path: str | Path, text: str) -> None:
             fh.write(text.rstrip("\n") + "\n")
     except OSError:
         pass  # a log line is never worth failing a run over
+
+
+@contextlib.contextmanager
+def output_to(path: str | Path) -> Iterator[None]:
+    """Send this process's file descriptors 1 and 2 (so print, tracebacks and what C code writes)
+    to the end of ``path`` while the block runs, then back to where they were."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])

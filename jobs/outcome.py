@@ -7,9 +7,7 @@ A pure function of the run, how its process ended and why, so every case is test
 | cancel was requested                         | cancelled (its metrics stay)              |
 | the supervisor is shutting down              | queued (resumes from its checkpoint)      |
 | training raised an error (exit code 1)       | failed, with the error and the log's tail |
-| it stopped at a batch boundary (exit code 75)| queued, not a crash (e.g. a fused process |
-|                                              | stopped because another of its runs was   |
-|                                              | cancelled)                                |
+| it stopped at a batch boundary (exit code 75)| queued, not a crash                       |
 | anything else (signal, OOM, lost heartbeat)  | interrupted and resumed from its          |
 |                                              | checkpoint, until GCE_LAB_MAX_RETRIES     |
 |                                              | crashes; then failed, saying why          |

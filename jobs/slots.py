@@ -1,7 +1,7 @@
 """Slots: how many runs a supervisor runs at once, and on what.
 
-One slot per visible GPU, its process started with CUDA_VISIBLE_DEVICES set to that GPU (so the
-spec's device "auto" or "cuda" lands on it). On a CPU machine, a configurable number of slots,
+GCE_LAB_SLOTS_PER_GPU slots (default 1) per visible GPU, their processes started with
+CUDA_VISIBLE_DEVICES set to that GPU (so the spec's device "auto" or "cuda" lands on it). On a CPU machine, a configurable number of slots,
 each with an equal share of the cores as torch threads, so runs do not fight over cores.
 """
 
@@ -11,7 +11,7 @@ import os
 import subprocess
 from collections.abc import Sequence
 
-from jobs.config import default_cpu_slots
+from jobs.config import default_cpu_slots, slots_per_gpu
 from jobs.executor import Slot
 
 
@@ -34,12 +34,15 @@ def _threads_env(threads: int) -> dict[str, str]:
     return {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k not in os.environ}
 
 
-def detect_slots(cpu_slots: int | None = None, *, gpus: Sequence[str] | None = None) -> list[Slot]:
+def detect_slots(cpu_slots: int | None = None, *, gpus: Sequence[str] | None = None,
+                 per_gpu: int | None = None) -> list[Slot]:
     """The slots of this machine. gpus None -> visible_gpus(); pass [] to use CPU slots only.
-    cpu_slots None -> $GCE_LAB_SLOTS or half the cores."""
+    cpu_slots None -> $GCE_LAB_SLOTS or half the cores; per_gpu None -> $GCE_LAB_SLOTS_PER_GPU."""
     gpus = visible_gpus() if gpus is None else list(gpus)
     if gpus:
-        return [Slot(i, f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": g}) for i, g in enumerate(gpus)]
+        per_gpu = per_gpu if per_gpu is not None else slots_per_gpu()
+        on = [g for g in gpus for _ in range(per_gpu)]
+        return [Slot(i, f"cuda:{g}", {"CUDA_VISIBLE_DEVICES": g}) for i, g in enumerate(on)]
     n = cpu_slots if cpu_slots is not None else default_cpu_slots()
     if n < 1:
         raise ValueError(f"a supervisor needs at least 1 slot, got {n}")

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 
 from sqlalchemy import Connection, and_, delete, exists, func, insert, select, update
 
-from gce_core.spec import RunSpec, parse_spec
+from gce_core.spec import RunSpec, load_stored_spec
 from jobs import config
-from jobs.claims import claim_runs
+from jobs.claims import claim_oldest
 from jobs.db import Database
 from jobs.records import RunRecord
 from jobs.registry import WorkerRegistry
@@ -71,7 +71,9 @@ def to_datetime(ts: float | None) -> datetime | None:
 
 @functools.lru_cache(maxsize=4096)
 def _spec(text: str) -> RunSpec:
-    return parse_spec(text)
+    # Validated once, when it was submitted: read back as written (a validator changed since
+    # never breaks a listing).
+    return load_stored_spec(text)
 
 
 def _record(row, tags: Sequence[str]) -> RunRecord:
@@ -255,23 +257,18 @@ class Store:
 
     # --- the life of a run, from the supervisor and the training process -------------------------
     def claim(self, *, worker_id: str, host: str, device: str, now: float) -> RunRecord | None:
-        """Atomically take the oldest waiting run: it becomes running with a new claim token."""
-        taken = self.claim_group(worker_id=worker_id, host=host, device=device, now=now, max_runs=1)
-        return taken[0] if taken else None
-
-    def claim_group(self, *, worker_id: str, host: str, device: str, now: float, max_runs: int,
-                    free_slots: int = 1) -> list[RunRecord]:
-        """Atomically take the oldest waiting run and, if it has a group and can be fused, up to
-        max_runs - 1 more waiting runs of that group that can be fused with it (jobs.claims; no
-        more than their share of ``free_slots``). All become running with ONE new claim token,
-        to be trained by one process; oldest first, [] if nothing waits."""
-        token = uuid.uuid4().hex
+        """Atomically take the oldest waiting run: it becomes running with a new claim token;
+        None if nothing waits."""
         values = dict(status=RunStatus.RUNNING.value, worker_id=worker_id, host=host, device=device,
-                      claim_token=token, pid=None, heartbeat_at=now, attempts=runs.c.attempts + 1,
-                      started_at=func.coalesce(runs.c.started_at, now))
-        ids = self.db.write(lambda conn: claim_runs(conn, values, max_runs=max_runs, free_slots=free_slots))
-        found = self.get_many(ids)
-        return [found[i] for i in ids]
+                      claim_token=uuid.uuid4().hex, pid=None, heartbeat_at=now,
+                      attempts=runs.c.attempts + 1, started_at=func.coalesce(runs.c.started_at, now))
+        run_id = self.db.write(lambda conn: claim_oldest(conn, values))
+        return None if run_id is None else self.get(run_id)
+
+    def has_waiting(self) -> bool:
+        """Whether any run waits to be claimed (a read: cheap to ask often)."""
+        query = select(exists().where(runs.c.status.in_([s.value for s in CLAIMABLE])))
+        return bool(self.db.read(lambda conn: conn.execute(query).scalar()))
 
     def set_pid(self, run_id: str, token: str, pid: int) -> bool:
         query = update(runs).where(_mine(run_id, token)).values(pid=pid)
@@ -279,31 +276,17 @@ class Store:
 
     def heartbeat(self, run_id: str, token: str, *, now: float) -> bool:
         """Record that the run's process is alive; False if the run is no longer its to write."""
-        return self.heartbeat_many([run_id], token, now=now) == 1
-
-    def heartbeat_many(self, run_ids: Sequence[str], token: str, *, now: float) -> int:
-        """The heartbeat of a process training several runs (fused); how many are still its."""
-        mine = and_(runs.c.id.in_(list(run_ids)), runs.c.claim_token == token,
-                    runs.c.status == RunStatus.RUNNING.value)
-        query = update(runs).where(mine).values(heartbeat_at=now)
-        return self.db.write(lambda conn: conn.execute(query).rowcount)
+        query = update(runs).where(_mine(run_id, token)).values(heartbeat_at=now)
+        return self.db.write(lambda conn: conn.execute(query).rowcount == 1)
 
     def control(self, run_id: str, token: str) -> tuple[bool, bool]:
-        """(still mine, cancel requested) for a training process; one cheap read."""
-        return self.controls([run_id], token)[run_id]
-
-    def controls(self, run_ids: Sequence[str], token: str) -> dict[str, tuple[bool, bool]]:
-        """control() of several runs in one read; a run that is gone is (False, True)."""
-        ids = list(run_ids)
-        query = (select(runs.c.id, runs.c.claim_token, runs.c.status, runs.c.cancel_requested)
-                 .where(runs.c.id.in_(ids)))
-        found = {r.id: r for r in self.db.read(lambda conn: conn.execute(query).all())}
-        out = {}
-        for run_id in ids:
-            row = found.get(run_id)
-            mine = row is not None and row.claim_token == token and row.status == RunStatus.RUNNING.value
-            out[run_id] = (mine, True if row is None else bool(row.cancel_requested))
-        return out
+        """(still mine, cancel requested) for a training process; one cheap read. A run that is
+        gone is (False, True)."""
+        query = select(runs.c.claim_token, runs.c.status, runs.c.cancel_requested).where(runs.c.id == run_id)
+        row = self.db.read(lambda conn: conn.execute(query).first())
+        if row is None:
+            return False, True
+        return row.claim_token == token and row.status == RunStatus.RUNNING.value, bool(row.cancel_requested)
 
     def add_epoch(self, run_id: str, token: str, row: dict, *, now: float) -> bool:
         """Store one epoch row; False if that epoch was already stored (a resumed run repeats the

@@ -1,11 +1,9 @@
-"""The supervisor (`python -m jobs worker`): claims queued runs, one process per slot, starts each
-through an executor, watches it, and decides what happens when its process ends.
+"""The supervisor (`python -m jobs worker`): claims queued runs, one run per slot at a time,
+starts each through an executor, watches it, and decides what happens when its process ends.
 
-A process trains one run, or several runs of one group claimed together by ``Store.claim_group``
-(at most GCE_LAB_FUSE_MAX, only with an executor that has ``start_group``,
-jobs.executor.GroupExecutor): fused by ``gce_core.fused``, or, with compile, one after another so
-that they compile once (jobs.worker_process.train_in_turn). Every run keeps its own ``Active``
-entry, status and end; the runs of one process share its handle, its slot and its claim token.
+A run is claimed by one rule, the oldest waiting run first (``Store.claim``). Before each claim the
+executor prepares every free slot (the local executor keeps a warm run process there, so a claimed
+run starts training at once).
 
 All the logic is in ``tick(now)``, one step that tests drive without sleeping; ``run_forever`` only
 calls it in a loop. Signal handlers only set flags: the first SIGINT/SIGTERM stops claiming and
@@ -109,7 +107,9 @@ class Supervisor:
         self._last_beat = now
 
     def close(self) -> None:
-        """Leave the registry. Runs still active keep running; a next supervisor adopts them."""
+        """Leave the registry and let the executor go. Runs still active keep running; a next
+        supervisor adopts them."""
+        self.executor.close()
         if self._registered:
             self.store.workers.remove(self.id)
             self._registered = False
@@ -127,14 +127,15 @@ class Supervisor:
         if self._stop_requested:
             self._stop_runs(now)
             return report
-        self._watch(now)
+        if self.active:
+            self._watch(now)
         if now >= self._next_recover:
             self._recover(now, report)
             self._next_recover = now + self.settings.recover_every_s
         self._fill(now, report)
         return report
 
-    def run_forever(self, *, poll_s: float = 0.5, until_idle: bool = False) -> None:
+    def run_forever(self, *, poll_s: float = 0.05, until_idle: bool = False) -> None:
         """Tick until stopped by SIGINT/SIGTERM (or, with until_idle, until nothing is left)."""
         previous = {}
         if threading.current_thread() is threading.main_thread():
@@ -159,11 +160,8 @@ class Supervisor:
 
     # --- steps ----------------------------------------------------------------------------------
     def _reap(self, now: float, report: TickReport) -> None:
-        polled: dict[int, ExitInfo | None] = {}  # a group's process is polled once for all its runs
         for run_id, act in list(self.active.items()):
-            if id(act.handle) not in polled:
-                polled[id(act.handle)] = act.handle.poll()
-            how = polled[id(act.handle)]
+            how = act.handle.poll()
             if how is None:
                 continue
             status = self._conclude(run_id, act.token, how, now, forced=act.forced)
@@ -200,33 +198,24 @@ class Supervisor:
                     act.term_sent = now
                 elif act.term_sent is not None and now - act.term_sent >= s.kill_grace_s:
                     late = f"did not stop within {s.cancel_grace_s + s.kill_grace_s:g} s of the cancel"
-                    self._kill(act, now, f"it {late}; killed",
-                               f"its process {late} of run {run_id}; killed")
+                    self._kill(act, now, f"it {late}; killed")
                 continue
             beat = _ts(run.heartbeat_at)
             if beat is not None and now - beat > s.stale_after_s:
                 self._kill(act, now, f"no heartbeat for {now - beat:.0f} s; the supervisor killed its process")
 
-    def _sharing(self, act: Active) -> list[Active]:
-        """The runs of act's process: act alone, or every run of its group's process."""
-        return [a for a in self.active.values() if a.handle is act.handle]
-
-    def _kill(self, act: Active, now: float, reason: str, others: str | None = None) -> None:
-        """SIGKILL act's process; every run of it records why (``others``: for the other runs of its process)."""
+    def _kill(self, act: Active, now: float, reason: str) -> None:
+        """SIGKILL act's process (it trains act's run alone); the run records why."""
         act.handle.kill()
-        for a in self._sharing(act):
-            if a.kill_sent is None:
-                a.forced = reason if a is act else (others or reason)
-                a.kill_sent = now
+        act.forced, act.kill_sent = reason, now
 
     def _stop_runs(self, now: float) -> None:
         """Shutting down: SIGTERM every run (it stops at a batch boundary and is queued again);
         SIGKILL what is left after the kill grace, or at once on a second signal."""
         if self._stop_since is None:
             self._stop_since = now
-            for handle in {id(a.handle): a.handle for a in self.active.values()}.values():
-                handle.terminate()
             for act in self.active.values():
+                act.handle.terminate()
                 act.term_sent = now
         if self._force or now - self._stop_since >= self.settings.kill_grace_s:
             for act in self.active.values():
@@ -237,52 +226,28 @@ class Supervisor:
         used = {a.slot.index for a in self.active.values() if a.slot is not None}
         return [s for s in self.slots if s.index not in used]
 
-    @property
-    def fuse_max(self) -> int:
-        """Most runs one process trains: GCE_LAB_FUSE_MAX, or 1 if the executor cannot start a
-        group's process."""
-        return self.settings.fuse_max if hasattr(self.executor, "start_group") else 1
-
     def _fill(self, now: float, report: TickReport) -> None:
-        free = self._free_slots()
-        for i, slot in enumerate(free):
-            runs = self.store.claim_group(worker_id=self.id, host=self.executor.host, device=slot.device,
-                                          now=now, max_runs=self.fuse_max, free_slots=len(free) - i)
-            if not runs:
+        # Only a slot whose executor is ready takes a run (a warm run process that has warmed up):
+        # a claimed run starts training at once, and its heartbeat never waits on a start-up.
+        ready = [slot for slot in self._free_slots() if self.executor.prepare(slot, self.child_env)]
+        for slot in ready:
+            if not self.store.has_waiting():  # a read: no write transaction while the queue is empty
                 report.queue_empty = True
                 return
-            token = runs[0].claim_token
-            try:
-                if len(runs) == 1:
-                    handle = self.executor.start(runs[0], token, slot, self.child_env)
-                else:
-                    handle = self.executor.start_group(runs, token, slot, self.child_env)
-            except Exception as exc:  # this machine's problem, not the runs': counted, retried
-                why = f"its process could not start: {exc}"
-                for run in runs:
-                    self._conclude(run.id, token, ExitInfo(None), now, forced=why)
+            run = self.store.claim(worker_id=self.id, host=self.executor.host, device=slot.device, now=now)
+            if run is None:
+                report.queue_empty = True
                 return
-            for run in runs:
-                if handle.pid is not None:
-                    self.store.set_pid(run.id, token, handle.pid)
-                self.active[run.id] = Active(run.id, token, handle, slot)
-                report.started.append(run.id)
-            if len(runs) > 1:
-                self._note_group(runs, handle)
-
-    def _note_group(self, runs: Sequence[RunRecord], handle: RunHandle) -> None:
-        ids = [r.id for r in runs]
-        pid = f" (pid {handle.pid})" if handle.pid is not None else ""
-        in_turn = runs[0].spec.compile
-        for run_id in ids:
-            others = ", ".join(i for i in ids if i != run_id)
-            if in_turn:
-                self.executor.note(run_id, f"supervisor: in turn with {others}: one process{pid} trains these "
-                                   f"{len(ids)} runs of group {runs[0].group} one after another, "
-                                   f"compiling the model once (compile)")
-            else:
-                self.executor.note(run_id, f"supervisor: fused with {others}: one process{pid} trains these "
-                                   f"{len(ids)} runs of group {runs[0].group} together (gce_core.fused)")
+            try:
+                handle = self.executor.start(run, run.claim_token, slot, self.child_env)
+            except Exception as exc:  # this machine's problem, not the run's: counted, retried
+                self._conclude(run.id, run.claim_token, ExitInfo(None), now,
+                               forced=f"its process could not start: {exc}")
+                return
+            if handle.pid is not None:
+                self.store.set_pid(run.id, run.claim_token, handle.pid)
+            self.active[run.id] = Active(run.id, run.claim_token, handle, slot)
+            report.started.append(run.id)
 
     # --- orphans: runs whose supervisor is gone ------------------------------------------------------
     def _worker_alive(self, w: WorkerInfo, now: float) -> bool:
@@ -317,12 +282,8 @@ class Supervisor:
         handle = self.executor.attach(run) if run.pid else None
         if handle is not None and fresh:
             if self.store.adopt(run.id, run.claim_token, self.id):
-                mate = self._same_process(run)
-                if mate is not None:  # a group's process: its runs share one handle and one slot
-                    handle, slot = mate.handle, mate.slot
-                else:
-                    free = self._free_slots()
-                    slot = next((s for s in free if s.device == run.device), free[0] if free else None)
+                free = self._free_slots()
+                slot = next((s for s in free if s.device == run.device), free[0] if free else None)
                 self.active[run.id] = Active(run.id, run.claim_token, handle, slot, adopted=True)
                 self.executor.note(run.id, f"supervisor {self.id} adopted its process {run.pid}")
                 report.adopted.append(run.id)
@@ -335,8 +296,3 @@ class Supervisor:
             return None  # just claimed; its process has not said its pid yet
         return self._conclude(run.id, run.claim_token, ExitInfo(None), now,
                               forced="its process is gone and so is the supervisor that watched it")
-
-    def _same_process(self, run: RunRecord) -> Active | None:
-        """A watched run trained by the same process as ``run`` (same claim token and pid)."""
-        return next((a for a in self.active.values()
-                     if a.token == run.claim_token and a.handle.pid == run.pid), None)

@@ -1,8 +1,9 @@
 """A real `python -m jobs worker` process: graceful shutdown, then kill -9, then a restart.
 
 Graceful (SIGTERM): running runs stop at a batch boundary and go back to queued, keeping their
-checkpoints. kill -9 of the supervisor: its training processes live on; on restart, the ones
-still alive are adopted and the ones that died meanwhile are resumed. Every run ends completed.
+checkpoints. kill -9 of the supervisor: its run processes live on (each finishes the run in hand,
+then exits); on restart, the ones still alive are adopted and the ones that died meanwhile are
+resumed. Every run ends completed.
 """
 
 import os
@@ -18,7 +19,7 @@ from jobs import config
 from jobs.client import LabClient
 from jobs.config import SupervisorSettings
 from jobs.executor import Slot
-from jobs.executor_local import LocalExecutor
+from jobs.executor_local import WORKER_MODULE, LocalExecutor
 from jobs.procs import pid_alive
 from jobs.status import RunStatus
 from jobs.supervisor import Supervisor
@@ -67,7 +68,7 @@ def test_shutdown_then_kill_9_then_restart_every_run_completes(store_url, lab_ho
             run = client.get(run_id)
             assert run.status == RunStatus.QUEUED and run.crashes == 0 and run.pid is None
             assert run.epochs_done >= before.epochs_done  # its metrics and checkpoint stay
-            assert not pid_alive(before.pid, marker=run_id)
+            assert not pid_alive(before.pid, marker=WORKER_MODULE)
             assert "supervisor shut down" in config.log_path(run_id).read_text()
         assert client.executor_info()["workers_alive"] == 0
         done_at_shutdown = {i: client.get(i).epochs_done for i in ids}
@@ -81,8 +82,8 @@ def test_shutdown_then_kill_9_then_restart_every_run_completes(store_url, lab_ho
         worker.wait(timeout=30)
         victim, survivor = list(orphans)
         os.kill(orphans[victim], signal.SIGKILL)  # dies while no supervisor watches
-        wait_until(lambda: not pid_alive(orphans[victim], marker=victim), "the victim to die")
-        survivor_alive = pid_alive(orphans[survivor], marker=survivor)
+        wait_until(lambda: not pid_alive(orphans[victim], marker=WORKER_MODULE), "the victim to die")
+        survivor_alive = pid_alive(orphans[survivor], marker=WORKER_MODULE)
 
         # 3. a new supervisor recovers everything
         settings = SupervisorSettings(recover_every_s=1.0)

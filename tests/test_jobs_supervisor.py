@@ -44,11 +44,21 @@ class FakeExecutor:
         self.started: list[tuple[str, str, Slot, dict, FakeHandle]] = []
         self.alive: dict[str, FakeHandle] = {}  # what attach() finds
         self.notes: list[tuple[str, str]] = []
+        self.prepared: list[int] = []  # slot indexes, one per prepare()
+        self.unready: set[int] = set()  # slots whose prepare() says not ready
+        self.closed = False
 
     def start(self, run, token, slot, env):
         handle = FakeHandle(5000 + len(self.started))
         self.started.append((run.id, token, slot, dict(env), handle))
         return handle
+
+    def prepare(self, slot, env):
+        self.prepared.append(slot.index)
+        return slot.index not in self.unready
+
+    def close(self):
+        self.closed = True
 
     def attach(self, run):
         return self.alive.get(run.id)
@@ -276,7 +286,7 @@ def test_a_live_supervisors_runs_are_left_alone(store, fake):
     (ExitInfo(None), {"forced": "no heartbeat for 40 s"}, RunStatus.INTERRUPTED, True, "no heartbeat for 40 s"),
     (ExitInfo(-9), {"max_retries": 0}, RunStatus.FAILED, True, "gave up after 1 crashes"),
     (ExitInfo(77), {}, RunStatus.INTERRUPTED, True, "ran out of memory or lost the database (exit code 77)"),
-    # a clean stop (e.g. a fused process stopped for another of its runs): queued, not a crash
+    # a clean stop (a signal to the run's process): queued, not a crash
     (ExitInfo(EXIT_STOPPED), {}, RunStatus.QUEUED, False,
      "stopped at a batch boundary (exit code 75); queued again"),
 ])
@@ -299,147 +309,37 @@ def test_a_run_of_ours_that_we_lost_track_of_is_recovered(store, fake):
     assert store.get(run_id).attempts == 2
 
 
-# --- fused runs: several runs of a group in one process ------------------------------------------
-class FusingFakeExecutor(FakeExecutor):
-    """A fake executor with start_group: ``fused`` lists the run ids of each fused start."""
-
-    def __init__(self):
-        super().__init__()
-        self.fused: list[list[str]] = []
-
-    def start_group(self, runs, token, slot, env):
-        handle = FakeHandle(5000 + len(self.started))
-        self.started += [(r.id, token, slot, dict(env), handle) for r in runs]
-        self.fused.append([r.id for r in runs])
-        return handle
-
-
-@pytest.fixture
-def fusing():
-    return FusingFakeExecutor()
-
-
-def queue_group(store, n, group="g", now=T - 100, **fields):
-    spec = SPEC.model_copy(update=fields) if fields else SPEC
-    new = [NewRun(new_run_id(), spec, "local", group) for _ in range(n)]
-    store.insert_runs(new, now=now)
-    return [r.id for r in new]
-
-
-def test_a_group_is_fused_into_one_process_per_slot_in_equal_shares(store, fusing):
-    ids = queue_group(store, 6)
-    sup = make_sup(store, fusing, slots=2)
+def test_every_free_slot_is_prepared_before_a_claim_and_the_executor_closed_at_the_end(store, fake):
+    sup = make_sup(store, fake, slots=2)
     report = sup.tick(T)
-    assert fusing.fused == [ids[:3], ids[3:]] and report.started == ids  # 3 + 3, not 6 + 0
-    assert set(sup.active) == set(ids) and sup._free_slots() == []
-    first, second = fusing.handle(ids[0]), fusing.handle(ids[3])
-    assert all(sup.active[i].handle is first and sup.active[i].slot.index == 0 for i in ids[:3])
-    assert all(sup.active[i].handle is second and sup.active[i].slot.index == 1 for i in ids[3:])
-    runs = [store.get(i) for i in ids]
-    assert {r.pid for r in runs[:3]} == {first.pid} and len({r.claim_token for r in runs[:3]}) == 1
-    assert runs[0].claim_token != runs[3].claim_token
-    notes = dict(fusing.notes)
-    assert notes[ids[0]].startswith(f"supervisor: fused with {ids[1]}, {ids[2]}: one process (pid {first.pid})")
-    # the process writes every run's end, then exits 0: each run ends as it wrote it
-    for run_id in ids[:3]:
-        store.complete(run_id, store.get(run_id).claim_token, {}, now=T + 1)
-    first.exit = ExitInfo(EXIT_OK)
-    report = sup.tick(T + 1)
-    assert report.ended == [(i, RunStatus.COMPLETED) for i in ids[:3]] and set(sup.active) == set(ids[3:])
-
-
-def test_runs_that_cannot_be_fused_or_fuse_max_1_start_one_process_each(store, fusing):
-    a, cnn = queue_group(store, 1) + queue_group(store, 1, now=T - 99, model="cnn")
-    b, c = queue_group(store, 2, group="g2", now=T)
-    sup = make_sup(store, fusing, slots=2, fuse_max=2)
-    sup.tick(T)
-    assert fusing.fused == [] and [s[0] for s in fusing.started] == [a, cnn]  # alone in its group; BatchNorm
-    off = make_sup(store, fusing, slots=2, fuse_max=1)
-    off.id = "off"
-    off.tick(T)
-    assert fusing.fused == [] and [s[0] for s in fusing.started][2:] == [b, c]
-
-
-def test_a_crash_of_a_fused_process_interrupts_all_its_runs_and_resumes_them_together(store, fusing):
-    ids = queue_group(store, 3)
-    sup = make_sup(store, fusing, slots=1)
-    sup.tick(T)
-    fusing.handle(ids[0]).exit = ExitInfo(-9)
-    report = sup.tick(T + 1)
-    assert report.ended == [(i, RunStatus.INTERRUPTED) for i in ids]
-    assert report.started == ids and fusing.fused == [ids, ids]  # resumed together, one new token
-    for run_id in ids:
-        run = store.get(run_id)
-        assert (run.status, run.crashes, run.attempts) == (RunStatus.RUNNING, 1, 2)
-        assert "killed by SIGKILL (signal 9)" in run.error
-
-
-def test_a_cancelled_fused_run_ends_cancelled_and_the_others_resume_without_a_crash(store, fusing):
-    a, b, c = queue_group(store, 3)
-    sup = make_sup(store, fusing, slots=1)
-    sup.tick(T)
-    token = store.get(a).claim_token
-    store.request_cancel(b, now=T + 1)
-    store.finish(b, token, RunStatus.CANCELLED, now=T + 1.5)  # what the process does, then it exits 75
-    fusing.handle(a).exit = ExitInfo(EXIT_STOPPED)
-    report = sup.tick(T + 2)
-    assert report.ended == [(a, RunStatus.QUEUED), (b, RunStatus.CANCELLED), (c, RunStatus.QUEUED)]
-    assert fusing.fused == [[a, b, c], [a, c]] and report.started == [a, c]
-    assert [store.get(i).crashes for i in (a, b, c)] == [0, 0, 0]
-    assert any(run_id == a and "stopped at a batch boundary (exit code 75); queued again" in note
-               for run_id, note in fusing.notes)
-
-
-def test_an_unhonoured_cancel_signals_the_fused_process_once_and_its_other_runs_resume(store, fusing):
-    a, b, c = queue_group(store, 3)
-    sup = make_sup(store, fusing, slots=1)
-    sup.tick(T)
-    handle = fusing.handle(a)
-    store.request_cancel(b, now=T)
-    steps = [(T + 1, []), (T + 6, ["TERM"]), (T + 11, ["TERM", "KILL"]), (T + 12, ["TERM", "KILL"])]
-    for now, expected in steps:
-        sup.tick(now)
-        assert handle.signals == expected, now - T
-    handle.exit = ExitInfo(-9)
-    report = sup.tick(T + 13)
-    assert dict(report.ended) == {a: RunStatus.INTERRUPTED, b: RunStatus.CANCELLED, c: RunStatus.INTERRUPTED}
-    assert "its process did not stop within 10 s of the cancel of run " + b in store.get(a).error
-    assert store.get(b).crashes == 0 and store.get(a).crashes == 1
-
-
-def test_shutdown_signals_each_process_once_and_queues_every_run(store, fusing):
-    ids = queue_group(store, 3)
-    sup = make_sup(store, fusing, slots=2)
-    sup.tick(T)
-    assert fusing.fused == [ids[:2]] and [s[0] for s in fusing.started][2:] == ids[2:]  # 2 + 1
-    sup.request_stop()
+    assert fake.prepared == [0, 1] and report.queue_empty and fake.started == []
+    (run_id,) = queue(store)
     sup.tick(T + 1)
-    fused, alone = fusing.handle(ids[0]), fusing.handle(ids[2])
-    assert fused.signals == ["TERM"] and alone.signals == ["TERM"]
-    sup.tick(T + 7)  # past the kill grace
-    assert fused.signals == ["TERM", "KILL"] and alone.signals == ["TERM", "KILL"]
-    fused.exit, alone.exit = ExitInfo(EXIT_STOPPED), ExitInfo(-9)
-    report = sup.tick(T + 8)
-    assert sorted(report.ended) == sorted((i, RunStatus.QUEUED) for i in ids) and not sup.active
-    assert all(store.get(i).crashes == 0 for i in ids)
+    assert fake.prepared == [0, 1, 0, 1] and [s[0] for s in fake.started] == [run_id]
+    sup.tick(T + 2)
+    assert fake.prepared[4:] == [1]  # slot 0 trains the run
+    sup.close()
+    assert fake.closed
 
 
-def test_the_runs_of_an_orphaned_fused_process_are_adopted_into_one_slot(store, fusing):
-    ids = queue_group(store, 3)
-    (other,) = queue_group(store, 1, group=None, now=T)
-    store.workers.register(WorkerInfo(id="old", host=HOST, pid=dead_pid(), executor="local", slots=2,
-                                      devices=("cpu",) * 2, started_at=T, heartbeat_at=T))
-    runs = store.claim_group(worker_id="old", host=HOST, device="cpu", now=T, max_runs=8)
-    assert [r.id for r in runs] == ids
-    for run in runs:
-        store.set_pid(run.id, run.claim_token, 4242)
-    fusing.alive = {i: FakeHandle(4242) for i in ids}  # attach() finds the process for each run
-    sup = make_sup(store, fusing, slots=2)
-    report = sup.tick(T + 1)
-    assert report.adopted == ids and report.started == [other]  # one slot left for the other run
-    shared = sup.active[ids[0]].handle
-    assert all(sup.active[i].handle is shared and sup.active[i].slot == sup.active[ids[0]].slot for i in ids)
-    assert sup.active[other].slot != sup.active[ids[0]].slot
-    shared.exit = ExitInfo(None)
-    report = sup.tick(T + 2)
-    assert sorted(report.ended) == sorted((i, RunStatus.INTERRUPTED) for i in ids)
+def test_an_idle_step_writes_nothing(store, fake, monkeypatch):
+    sup = make_sup(store, fake, slots=2)
+    sup.tick(T)
+    writes = []
+    original = store.db.write
+    monkeypatch.setattr(store.db, "write", lambda fn: writes.append(fn) or original(fn))
+    for k in range(1, 5):
+        assert sup.tick(T + k * 0.05).queue_empty
+    assert writes == []  # the empty queue is seen by a read; the worker's heartbeat waits its period
+
+
+def test_a_slot_that_is_not_ready_takes_no_run(store, fake):
+    a, b = queue(store, 2)
+    fake.unready = {0, 1}
+    sup = make_sup(store, fake, slots=2)
+    assert sup.tick(T).started == [] and store.get(a).status == RunStatus.QUEUED
+    fake.unready = {0}
+    assert sup.tick(T + 1).started == [a]
+    assert sup.active[a].slot.index == 1
+    fake.unready = set()
+    assert sup.tick(T + 2).started == [b]

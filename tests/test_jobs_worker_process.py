@@ -1,6 +1,8 @@
-"""The training process's stop check: cheap (the database at most every poll_s), every reason, and
-for fused runs which run stopped them; runs in turn (each ends on its own); its command line."""
+"""The run process: its stop check (cheap: the database at most every poll_s; every reason), one run
+from start to end against a fake store, the warm process's serve loop, and its command line."""
 
+import io
+import os
 import time
 from types import SimpleNamespace
 
@@ -9,20 +11,53 @@ import pytest
 from jobs import config, worker_process
 from jobs.config import SupervisorSettings
 from jobs.status import RunStatus
-from jobs.worker_process import Heartbeat, RunLogs, StopCheck, WaitingRuns, train_in_turn
+from jobs.worker_process import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_STOPPED,
+    EXIT_SUPERSEDED,
+    Heartbeat,
+    StopCheck,
+)
 
 
 class FakeStore:
-    """control() of every run: ``mine`` and ``cancel`` for all, or per run in ``state``."""
+    """control() answers ``mine`` and ``cancel``; the writes of a run process are recorded."""
 
-    def __init__(self):
+    def __init__(self, record=None):
         self.reads = 0
         self.mine, self.cancel = True, False
-        self.state: dict[str, tuple[bool, bool]] = {}
+        self.record = record
+        self.finished: dict[str, RunStatus] = {}
+        self.completed: list[str] = []
+        self.epochs: list[int] = []
+        self.beats = 0
 
-    def controls(self, run_ids, token):
+    def control(self, run_id, token):
         self.reads += 1
-        return {i: self.state.get(i, (self.mine, self.cancel)) for i in run_ids}
+        return self.mine, self.cancel
+
+    def get(self, run_id):
+        return self.record if self.record is not None and self.record.id == run_id else None
+
+    def set_pid(self, run_id, token, pid):
+        return True
+
+    def heartbeat(self, run_id, token, *, now):
+        self.beats += 1
+        return self.mine
+
+    def add_epoch(self, run_id, token, row, *, now):
+        self.epochs.append(row["epoch"])
+        return True
+
+    def complete(self, run_id, token, summary, *, now):
+        self.completed.append(run_id)
+        return True
+
+    def finish(self, run_id, token, status, *, now, error=None, crashed=False):
+        self.finished[run_id] = status
+        return True
 
 
 class Clock:
@@ -36,7 +71,7 @@ class Clock:
 @pytest.fixture
 def setup():
     store, clock = FakeStore(), Clock()
-    return store, clock, StopCheck(store, ["r"], "tok", None, poll_s=0.5, clock=clock)
+    return store, clock, StopCheck(store, "r", "tok", None, poll_s=0.5, clock=clock)
 
 
 def test_the_cancel_flag_is_read_at_most_every_poll_interval(setup):
@@ -47,14 +82,14 @@ def test_the_cancel_flag_is_read_at_most_every_poll_interval(setup):
     assert store.reads == 1
     clock.t += 0.2
     store.cancel = True
-    assert check() and check.reason == "cancel" and store.reads == 2 and check.cancelled == ["r"]
+    assert check() and check.reason == "cancel" and store.reads == 2
     assert check() and store.reads == 2  # once stopped, it stays stopped without reading again
 
 
 def test_a_lost_claim_stops_the_run(setup):
     store, _clock, check = setup
     store.mine = False
-    assert check() and check.reason == "superseded" and check.lost == ["r"]
+    assert check() and check.reason == "superseded"
 
 
 def test_a_signal_stops_at_once_without_reading(setup, monkeypatch):
@@ -69,153 +104,157 @@ def test_a_database_hiccup_does_not_stop_training(setup, capsys):
     def broken(*_):
         raise OSError("disk busy")
 
-    store.controls = broken
+    store.control = broken
     assert not check()
     assert "could not read the cancel flag: disk busy" in capsys.readouterr().err
 
 
-def test_a_fused_process_stops_when_any_of_its_runs_is_cancelled_and_names_it():
-    store, clock = FakeStore(), Clock()
-    check = StopCheck(store, ["a", "b", "c"], "tok", None, poll_s=0.5, clock=clock)
-    assert not check() and store.reads == 1  # one read for all three runs
-    clock.t += 1.0
-    store.state = {"b": (True, True)}
-    assert check() and check.reason == "cancel"
-    assert (check.cancelled, check.lost) == (["b"], [])
-
-
-def test_a_fused_process_stops_when_one_of_its_runs_is_taken_over():
-    store, clock = FakeStore(), Clock()
-    check = StopCheck(store, ["a", "b"], "tok", None, poll_s=0.5, clock=clock)
-    store.state = {"a": (False, False)}
-    assert check() and check.reason == "superseded"
-    assert (check.cancelled, check.lost) == ([], ["a"])
-
-
-def test_the_command_line_takes_one_run_or_a_group(monkeypatch, capsys):
-    calls = []
-    monkeypatch.setattr(worker_process, "run_group_guarded",
-                        lambda ids, token: calls.append((list(ids), token)) or 0)
-    monkeypatch.setattr(worker_process, "install_signal_handlers", lambda: {})
-    assert worker_process.main(["r1", "tok"]) == 0
-    assert worker_process.main(["--group", "tok", "r1", "r2", "r3"]) == 0
-    assert calls == [(["r1"], "tok"), (["r1", "r2", "r3"], "tok")]
-    for bad in (["r1"], ["--group", "tok"], ["r1", "tok", "r2"]):
-        assert worker_process.main(bad) == worker_process.EXIT_ERROR
-    assert "--group CLAIM_TOKEN RUN_ID [RUN_ID ...]" in capsys.readouterr().err
-
-
-# --- runs in turn (a group's compile runs in one process) -----------------------------------------
-class InTurnStore(FakeStore):
-    """FakeStore plus the writes of a process training runs in turn, recorded."""
-
-    def __init__(self, records=()):
-        super().__init__()
-        self.records = {r.id: r for r in records}
-        self.finished: dict[str, tuple[RunStatus, str | None]] = {}
-        self.completed: list[str] = []
-
-    def finish(self, run_id, token, status, *, now, error=None, crashed=False):
-        self.finished[run_id] = (status, error)
-        return True
-
-    def complete(self, run_id, token, summary, *, now):
-        self.completed.append(run_id)
-        return True
-
-    def get_many(self, run_ids):
-        return {i: self.records[i] for i in run_ids if i in self.records}
-
-    def set_pid(self, run_id, token, pid):
-        return True
-
-    def add_epoch(self, run_id, token, row, *, now):
-        return True
-
-    def heartbeat_many(self, run_ids, token, *, now):
-        return len(run_ids)
-
-
-def test_a_cancelled_waiting_run_ends_at_once_and_one_taken_over_is_dropped(lab_home):
-    records = [record(i, "cce") for i in "bcd"]
-    store = InTurnStore(records)
-    waiting = WaitingRuns(store, ["b", "c", "d"], "tok", RunLogs(["a", "b", "c", "d"]))
-    waiting.check()
-    assert waiting.ids == ["b", "c", "d"] and store.finished == {}
-    store.state = {"c": (True, True), "d": (False, False)}
-    waiting.check()
-    assert waiting.ids == ["b"] and store.finished == {"c": (RunStatus.CANCELLED, None)}  # d: not written
-    assert "was cancelled while it waited for its turn" in config.log_path("c").read_text()
-    assert "it will not train here" in config.log_path("d").read_text()
-    assert waiting.next() == "b" and waiting.next() is None
-
-
-def test_next_skips_a_run_cancelled_since_the_last_check(lab_home):
-    records = [record("b", "cce"), record("c", "lq")]
-    records[0].cancel_requested = True
-    store = InTurnStore(records)
-    waiting = WaitingRuns(store, ["b", "c"], "tok", RunLogs(["a", "b", "c"]))
-    assert waiting.next() == "c" and store.finished == {"b": (RunStatus.CANCELLED, None)}
-
-
-def test_the_heartbeat_thread_checks_the_waiting_runs_after_each_beat():
-    store, beats = InTurnStore(), []
-    beat = Heartbeat(store, ["a", "b"], "tok", 0.01, on_beat=lambda: beats.append(1))
+def test_the_heartbeat_sets_lost_once_the_run_is_not_this_processes():
+    store = FakeStore()
+    beat = Heartbeat(store, "r", "tok", 0.01)
     beat.start()
     deadline = time.monotonic() + 5
-    while len(beats) < 3 and time.monotonic() < deadline:
+    while store.beats < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
-    beat.stop()
-    assert len(beats) >= 3
+    assert store.beats >= 2 and not beat.lost.is_set()
+    store.mine = False
+    beat.join(5)
+    assert beat.lost.is_set() and not beat.is_alive()
 
 
-def record(run_id, loss):
-    spec = SimpleNamespace(epochs=1, compile=True, loss=loss)
+# --- one run, with a fake trainer -----------------------------------------------------------------
+def record(run_id="r", cancel=False):
     return SimpleNamespace(id=run_id, name=run_id, claim_token="tok", status=RunStatus.RUNNING,
-                           cancel_requested=False, spec=spec, attempts=1, epochs_done=0)
+                           cancel_requested=cancel, spec=SimpleNamespace(epochs=2), attempts=1)
 
 
-def test_a_run_in_turn_that_raises_fails_alone_and_the_next_one_trains(lab_home, monkeypatch):
+@pytest.fixture
+def fake_run(lab_home, monkeypatch):
+    """run() against a FakeStore, with gce_core.train.train replaced by ``behaviour(should_stop)``."""
     import gce_core.train
 
-    trained = []
+    monkeypatch.setenv(SupervisorSettings.ENV["heartbeat_s"], "60")
 
-    def fake_train(spec, on_epoch, should_stop, checkpoint_dir):
-        trained.append(spec.loss)
-        if spec.loss == "bad":
-            raise ValueError("no such thing")
-        on_epoch(dict(epoch=1, train_loss=0.5, val_acc=0.5, test_acc=0.5, seconds=0.1))
-        return {"stopped": False, "epochs_completed": 1, "test_acc_at_best_val": 0.5}
+    def go(store, behaviour):
+        def fake_train(spec, on_epoch, should_stop, checkpoint_dir):
+            return behaviour(on_epoch, should_stop)
 
-    monkeypatch.setattr(gce_core.train, "train", fake_train)
-    records = [record("a", "cce"), record("b", "bad"), record("c", "lq")]
-    store = InTurnStore(records)
-    settings = SupervisorSettings(heartbeat_s=60.0)
-    code = train_in_turn(store, records, "tok", RunLogs(["a", "b", "c"]), settings)
-    assert code == worker_process.EXIT_OK
-    assert trained == ["cce", "bad", "lq"] and store.completed == ["a", "c"]
-    status, error = store.finished["b"]
-    assert status == RunStatus.FAILED and "training raised an error: ValueError: no such thing" in error
-    log_b = config.log_path("b").read_text()
-    assert "Traceback" in log_b and "the other runs of this process go on" in log_b
-    assert "from run a on: what torch.compile has compiled here is reused" in config.log_path("c").read_text()
+        monkeypatch.setattr(gce_core.train, "train", fake_train)
+        monkeypatch.setattr(worker_process, "_store", lambda: store)
+        return worker_process.run_guarded("r", "tok")
+
+    return go
 
 
-def test_a_signal_stops_runs_in_turn_and_the_waiting_ones_go_back_to_the_queue(lab_home, monkeypatch):
-    import gce_core.train
+def completes(on_epoch, _stop):
+    for e in (1, 2):
+        on_epoch(dict(epoch=e, train_loss=0.5, val_acc=0.5, test_acc=0.5, seconds=0.1))
+    return {"stopped": False, "epochs_completed": 2, "test_acc_at_best_val": 0.5}
 
-    trained = []
 
-    def fake_train(spec, on_epoch, should_stop, checkpoint_dir):
-        trained.append(spec.loss)
-        monkeypatch.setattr(worker_process, "_signalled", [15])
+def test_a_run_that_completes_writes_its_epochs_and_its_end(fake_run, capsys):
+    store = FakeStore(record())
+    assert fake_run(store, completes) == EXIT_OK
+    assert store.epochs == [1, 2] and store.completed == ["r"]
+    out = capsys.readouterr().out
+    assert "epoch 2/2: train loss 0.5000, val 50.00%, test 50.00%" in out and "completed:" in out
+
+
+@pytest.mark.parametrize("store_state, code, written", [
+    ((True, True), EXIT_OK, RunStatus.CANCELLED),  # cancelled: the process writes it
+    ((False, False), EXIT_SUPERSEDED, None),  # taken over: writes nothing
+])  # fmt: skip
+def test_a_run_stopped_by_its_flags_ends_as_they_say(fake_run, store_state, code, written):
+    store = FakeStore(record())
+
+    def stops(on_epoch, should_stop):
+        store.mine, store.cancel = store_state
         assert should_stop()
         return {"stopped": True, "epochs_completed": 0}
 
-    monkeypatch.setattr(gce_core.train, "train", fake_train)
-    records = [record("a", "cce"), record("b", "lq"), record("c", "mae")]
-    store = InTurnStore(records)
-    code = train_in_turn(store, records, "tok", RunLogs(["a", "b", "c"]), SupervisorSettings(heartbeat_s=60.0))
-    assert code == worker_process.EXIT_STOPPED  # the supervisor queues every run still running
-    assert trained == ["cce"] and store.completed == [] and store.finished == {}
-    assert "before this run's turn; it is queued again" in config.log_path("c").read_text()
+    assert fake_run(store, stops) == code
+    assert store.finished.get("r") == written and store.completed == []
+
+
+def test_a_signal_stops_the_run_for_a_resume(fake_run, monkeypatch):
+    store = FakeStore(record())
+
+    def signalled(on_epoch, should_stop):
+        monkeypatch.setattr(worker_process, "_signalled", [15])
+        assert should_stop()
+        return {"stopped": True, "epochs_completed": 1}
+
+    assert fake_run(store, signalled) == EXIT_STOPPED
+    assert store.finished == {} and store.completed == []
+
+
+def test_a_run_cancelled_before_it_started_never_trains(fake_run):
+    store = FakeStore(record(cancel=True))
+    assert fake_run(store, lambda *_: pytest.fail("trained")) == EXIT_OK
+    assert store.finished == {"r": RunStatus.CANCELLED}
+
+
+def test_an_error_is_exit_code_1_with_the_traceback(fake_run, capsys):
+    def raises(*_):
+        raise ValueError("no such thing")
+
+    assert fake_run(FakeStore(record()), raises) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "error: ValueError: no such thing" in err
+
+
+def test_a_run_that_is_not_ours_is_not_trained(fake_run):
+    assert fake_run(FakeStore(None), lambda *_: pytest.fail("trained")) == EXIT_SUPERSEDED
+
+
+# --- the warm process's loop ------------------------------------------------------------------------
+def test_serve_trains_runs_in_turn_each_into_its_own_log_and_reports_each(lab_home, monkeypatch):
+    codes = {"a": EXIT_OK, "b": EXIT_OK}
+
+    def fake_run(run_id, token):
+        os.write(1, f"training {run_id} with {token}\n".encode())  # what the run's process prints
+        return codes[run_id]
+
+    monkeypatch.setattr(worker_process, "warm_up", lambda: None)
+    monkeypatch.setattr(worker_process, "run_guarded", fake_run)
+    results = io.StringIO()
+    assert worker_process.serve(io.StringIO("a t1\nnonsense\nb t2\n"), results) == EXIT_OK
+    assert results.getvalue().splitlines() == ["ready", "done a 0", "error unreadable command 'nonsense'",
+                                               "done b 0"]
+    assert "training a with t1" in config.log_path("a").read_text()
+    assert "training b with t2" in config.log_path("b").read_text()
+    assert "training a" not in config.log_path("b").read_text()
+
+
+@pytest.mark.parametrize("code", [EXIT_ERROR, EXIT_STOPPED, EXIT_SUPERSEDED])
+def test_serve_exits_after_a_run_that_did_not_end_normally(lab_home, monkeypatch, code):
+    monkeypatch.setattr(worker_process, "warm_up", lambda: None)
+    monkeypatch.setattr(worker_process, "run_guarded", lambda run_id, token: code)
+    results = io.StringIO()
+    assert worker_process.serve(io.StringIO("a t1\nb t2\n"), results) == code
+    assert results.getvalue().splitlines() == ["ready", f"done a {code}"]  # b is never taken
+
+
+def test_serve_exits_after_its_run_once_signalled(lab_home, monkeypatch):
+    def signalled_run(run_id, token):
+        monkeypatch.setattr(worker_process, "_signalled", [15])
+        return EXIT_OK
+
+    monkeypatch.setattr(worker_process, "warm_up", lambda: None)
+    monkeypatch.setattr(worker_process, "run_guarded", signalled_run)
+    results = io.StringIO()
+    assert worker_process.serve(io.StringIO("a t1\nb t2\n"), results) == EXIT_OK
+    assert results.getvalue().splitlines() == ["ready", "done a 0"]
+
+
+def test_the_command_line_serves_or_takes_one_run(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(worker_process, "run_guarded", lambda run_id, token: calls.append((run_id, token)) or 0)
+    monkeypatch.setattr(worker_process, "serve", lambda: calls.append("serve") or 0)
+    monkeypatch.setattr(worker_process, "install_signal_handlers", lambda: {})
+    assert worker_process.main(["r1", "tok"]) == 0
+    assert worker_process.main(["--serve"]) == 0
+    assert calls == [("r1", "tok"), "serve"]
+    for bad in (["r1"], ["--group", "tok", "r1"], ["r1", "tok", "r2"]):
+        assert worker_process.main(bad) == EXIT_ERROR
+    assert "python -m jobs.worker_process --serve" in capsys.readouterr().err
