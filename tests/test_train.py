@@ -130,10 +130,28 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, loss):
 
     part_summary, part = run(spec, should_stop=stop_in_epoch_four, checkpoint_dir=tmp_path / "b")
     assert part_summary["stopped"] is True and part_summary["epochs_completed"] == 3
+    # the last checkpoint is epoch 1's (the next one is due a second later): the resume re-runs
+    # epochs 2 and 3 with the rows they had, then goes on
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 1
     rest_summary, rest = run(spec, checkpoint_dir=tmp_path / "b")
-    assert [r["epoch"] for r in rest] == [4, 5, 6]
-    assert strip_time(part + rest) == strip_time(full)
+    assert [r["epoch"] for r in rest] == [2, 3, 4, 5, 6]
+    assert strip_time(rest[:2]) == strip_time(part[1:])
+    assert strip_time(part + rest[2:]) == strip_time(full)
     assert {k: v for k, v in rest_summary.items()} == full_summary
+
+
+def test_checkpoints_are_written_at_the_first_and_last_epoch_and_then_every_interval(tmp_path, monkeypatch):
+    import gce_core.train
+
+    saved = []
+    real = gce_core.train.save_checkpoint
+    monkeypatch.setattr(gce_core.train, "save_checkpoint", lambda d, state: saved.append(state["epoch"]) or real(d, state))
+    run(parse_spec(TINY), checkpoint_dir=tmp_path / "a")
+    assert saved == [1, 6]  # tiny epochs: far less than CHECKPOINT_EVERY_S apart
+    saved.clear()
+    monkeypatch.setattr(gce_core.train, "CHECKPOINT_EVERY_S", 0.0)
+    run(parse_spec(TINY), checkpoint_dir=tmp_path / "b")
+    assert saved == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_stop_discards_the_unfinished_epoch(tmp_path):
