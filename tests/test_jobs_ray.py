@@ -126,23 +126,12 @@ def test_each_run_asks_ray_for_one_gpu_unless_it_is_a_cpu_run(fake_ray, lab_home
     client.close()
 
 
-def test_fused_runs_of_a_group_are_one_ray_task(fake_ray, lab_home):
+def test_the_ray_executor_is_always_ready(fake_ray, lab_home):
     from jobs.executor_ray import RayExecutor
 
-    fake = fake_ray({"CPU": 4.0})
-    client = LabClient(f"sqlite:///{lab_home / 'lab.db'}")
-    executor = RayExecutor(db_url=client.url, address="auto", home=lab_home)
-    _, ids = client.submit_group([dict(TINY, seed=seed) for seed in range(3)])
-    runs = client.store.claim_group(worker_id="w", host="h", device=CPU_SLOT, now=time.time(), max_runs=8)
-    token = runs[0].claim_token
-    executor.start_group(runs, token, executor.slots(1)[0], {})
-    ((opts, args),) = fake.submitted
-    assert opts == dict(name=f"gce-lab-{ids[0]}+2", num_cpus=1.0, num_gpus=0)  # one task, one share
-    assert (args[0], args[1]) == (ids, token) and args[2]["CUDA_VISIBLE_DEVICES"] == ""
-    assert "a Ray task (1 CPU)" in config.log_path(ids[0]).read_text()
-    third = config.log_path(ids[2]).read_text()
-    assert f", with 2 more; its output is in the log of run {ids[0]}" in third
-    client.close()
+    fake_ray({"CPU": 4.0})
+    executor = RayExecutor(db_url=f"sqlite:///{lab_home / 'lab.db'}", address="auto", home=lab_home)
+    assert executor.prepare(executor.slots(1)[0], {}) is True  # Ray starts the task's process
 
 
 def test_a_cluster_without_gpus_gets_cpu_slots(fake_ray, lab_home):
@@ -398,21 +387,6 @@ def test_runs_complete_as_ray_tasks_on_loopback_only(lab, ray_cluster):
         log = config.log_path(run_id).read_text()
         assert "a Ray task (1 CPU)" in log and "Ray worker pid" in log and "completed: test accuracy" in log
     assert len({client.get(i).summary["last_test_acc"] for i in ids}) > 1  # the seeds differ
-
-
-@on_ray
-def test_a_group_runs_as_one_fused_ray_task(lab):
-    client, supervisor = lab
-    _, ids = client.submit_group([dict(TINY, seed=seed) for seed in range(2)])
-    sup = supervisor(slots=1)
-    drive(sup, lambda: client.count_runs(status=["completed", "failed", "cancelled"]) == 2 and not sup.active)
-    runs = [client.get(i) for i in ids]
-    assert all(r.status == RunStatus.COMPLETED and r.epochs_done == 3 for r in runs), [r.error for r in runs]
-    assert runs[0].pid == runs[1].pid and runs[0].pid not in (None, os.getpid())  # one Ray worker
-    for run_id in ids:
-        log = config.log_path(run_id).read_text()
-        assert "(the fused epoch of 2 runs)" in log and "completed: test accuracy" in log
-    assert "Ray worker pid" in config.log_path(ids[0]).read_text()
 
 
 @on_ray

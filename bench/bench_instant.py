@@ -1,0 +1,228 @@
+"""Launch to first curve point, end to end: runs submitted through the job runner (a real
+`python -m jobs worker`, 2 CPU slots, its warm run processes already idle) against the same runs
+as cold processes (`python -m gce_core train`, one after another), measured in the same run.
+
+    python -m bench.bench_instant [--rounds 5] [--busy N]
+
+Per group of runs (the quick demo: CCE, MAE and Lq on digits with 40% uniform noise; and 3 losses
+x 3 seeds) and per round, in alternating order: seconds from submit to the first epoch row in
+the store, and to every run completed; for the cold side, from the first process's start to its
+first epoch line, and to the last process's exit. ``--busy N`` runs N busy processes beside it
+(a loaded machine). Also: what a warm process spends setting up a run (data, model, optimiser).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.common import Report, Table, device_facts, fmt_s, fmt_x, paired_ratio
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = dict(noise="uniform", noise_rate=0.4)
+GROUPS = {
+    "quick demo (CCE, MAE, Lq)": [dict(BASE, loss=loss) for loss in ("cce", "mae", "lq")],
+    "3 losses x 3 seeds": [dict(BASE, loss=loss, seed=seed) for loss in ("cce", "mae", "lq") for seed in range(3)],
+}
+TARGETS = {  # (first row, all completed), seconds; the issue's targets on a quiet machine
+    "quick demo (CCE, MAE, Lq)": (0.8, 2.5),
+    "3 losses x 3 seeds": (None, 6.0),
+}
+POLL_S = 0.005
+FIRST_EPOCH = re.compile(rb"\| *1/\d+ \[")
+
+
+def _specs(fields: list[dict]):
+    from gce_core.spec import from_preset
+
+    return [from_preset("quick", "digits", **f) for f in fields]
+
+
+@contextlib.contextmanager
+def busy_processes(n: int) -> Iterator[None]:
+    """``n`` processes spinning a core each while the block runs."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@contextlib.contextmanager
+def lab_worker(home: Path) -> Iterator[object]:
+    """A real `python -m jobs worker` on ``home``, 2 CPU slots; yields a LabClient once its run
+    processes have warmed up."""
+    from jobs.client import LabClient
+
+    url = f"sqlite:///{home / 'gce_lab.db'}"
+    env = {**os.environ, "GCE_LAB_HOME": str(home), "GCE_LAB_DB_URL": url, "PYTHONPATH": str(ROOT)}
+    log = open(home / "worker.log", "ab")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen([sys.executable, "-m", "jobs", "worker", "--slots", "2", "--cpu"],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    client = LabClient(url)
+    try:
+        deadline = time.monotonic() + 300
+        while _ready_processes(home) < 2:
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the worker did not warm up; see {home / 'worker.log'}")
+            time.sleep(0.05)
+        yield client
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        client.close()
+        log.close()
+
+
+def _ready_processes(home: Path) -> int:
+    logs = (home / "workers").glob("slot-*.log")
+    return sum(1 for p in logs if "ready in" in p.read_text(errors="replace"))
+
+
+def through_runner(client, specs) -> tuple[float, float]:
+    """Seconds from submit to the first stored epoch row, and to every run completed."""
+    from jobs.status import RunStatus
+
+    started = time.perf_counter()
+    _, ids = client.submit_group(specs)
+    first = None
+    while True:
+        if first is None and any(client.store.metrics_of(ids).values()):
+            first = time.perf_counter() - started
+        runs = client.store.get_many(ids)
+        if all(r.status.is_final for r in runs.values()):
+            done = time.perf_counter() - started
+            bad = [r.id for r in runs.values() if r.status != RunStatus.COMPLETED]
+            if bad:
+                raise SystemExit(f"runs did not complete: {bad}")
+            return (done if first is None else first), done
+        time.sleep(POLL_S)
+
+
+def cold_processes(specs, folder: Path) -> tuple[float, float]:
+    """Seconds from the first `python -m gce_core train` start to its first epoch line, and to
+    the last of them (one after another) exiting."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    started = time.perf_counter()
+    first = None
+    for i, spec in enumerate(specs):
+        path = folder / f"spec-{i}.json"
+        path.write_text(spec.to_json())
+        out = folder / f"out-{i}-{time.monotonic_ns()}"
+        proc = subprocess.Popen([sys.executable, "-m", "gce_core", "train", "--spec", str(path), "--out", str(out)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        seen = b""
+        while chunk := proc.stdout.read1(65536):  # its progress bar: "| 1/60 [" once epoch 1 is done
+            if first is None:
+                seen = seen[-64:] + chunk
+                if FIRST_EPOCH.search(seen):
+                    first = time.perf_counter() - started
+        if proc.wait() != 0:
+            raise SystemExit(f"`python -m gce_core train` failed for {spec.label()}")
+    return first, time.perf_counter() - started
+
+
+def setup_costs(repeats: int = 20) -> dict[str, float]:
+    """Median milliseconds of each step of a run's set-up in a warm process (after warm_up)."""
+    import torch
+
+    from gce_core.experiment_data import build_experiment_data
+    from gce_core.train import make_optimizer, new_model
+    from jobs.worker_process import warm_up
+
+    warm_up()
+    spec = _specs([dict(BASE, loss="lq", seed=7)])[0]
+    device = torch.device("cpu")
+    times: dict[str, list[float]] = {"data": [], "model": [], "optimiser": []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        data = build_experiment_data(spec, device)
+        t1 = time.perf_counter()
+        model = new_model(spec, data, device)
+        t2 = time.perf_counter()
+        make_optimizer(spec, model.parameters())
+        t3 = time.perf_counter()
+        for key, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            times[key].append(seconds)
+    return {k: 1000 * statistics.median(v) for k, v in times.items()}
+
+
+def run(rounds: int = 5, busy: int = 0) -> Report:
+    facts = device_facts("cpu")
+    facts["load average at start"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    facts["busy processes beside it"] = str(busy)
+    rows, summary = [], []
+    with tempfile.TemporaryDirectory() as tmp, busy_processes(busy):
+        home = Path(tmp)
+        with lab_worker(home) as client:
+            through_runner(client, _specs(GROUPS["quick demo (CCE, MAE, Lq)"]))  # untimed: warm the store
+            for name, fields in GROUPS.items():
+                specs = _specs(fields)
+                lab, cold = [], []
+                for r in range(rounds):
+                    order = (("lab", lab), ("cold", cold)) if r % 2 == 0 else (("cold", cold), ("lab", lab))
+                    for side, out in order:
+                        out.append(through_runner(client, specs) if side == "lab" else cold_processes(specs, home))
+                first_ratio = paired_ratio([c[0] for c in cold], [x[0] for x in lab])
+                done_ratio = paired_ratio([c[1] for c in cold], [x[1] for x in lab])
+                med = [statistics.median(v[i] for v in side) for side in (lab, cold) for i in (0, 1)]
+                rows.append([name, str(len(specs)), fmt_s(med[0]), fmt_s(med[1]), fmt_s(med[2]), fmt_s(med[3]),
+                             fmt_x(first_ratio), fmt_x(done_ratio)])
+                want_first, want_done = TARGETS[name]
+                line = (f"{name}: first epoch row {fmt_s(med[0])}, all completed {fmt_s(med[1])} "
+                        f"(cold processes: {fmt_s(med[2])} and {fmt_s(med[3])}; {fmt_x(first_ratio)} and "
+                        f"{fmt_x(done_ratio)} faster)")
+                if not busy:
+                    hits = []
+                    if want_first is not None:
+                        hits.append(f"first row <= {want_first} s: {'met' if med[0] <= want_first else 'MISSED'}")
+                    hits.append(f"completed <= {want_done} s: {'met' if med[1] <= want_done else 'MISSED'}")
+                    hits.append(f"ratios >= 3x: {'met' if min(first_ratio, done_ratio) >= 3 else 'MISSED'}")
+                    line += "; targets: " + ", ".join(hits)
+                summary.append(line)
+    table = Table(
+        f"Submit to first stored epoch row and to all completed ({rounds} rounds, medians)",
+        ["runs", "n", "lab: first row", "lab: all completed", "cold: first epoch", "cold: all done",
+         "cold / lab, first", "cold / lab, completed"],
+        rows,
+        "lab: `LabClient.submit_group` to rows in the store, through a `python -m jobs worker` with 2 CPU "
+        "slots whose warm run processes are idle. cold: `python -m gce_core train` per run, one after "
+        "another (a process start each: Python, torch, the library, the first optimiser).",
+    )
+    tables = [table]
+    if not busy:
+        costs = setup_costs()
+        tables.append(Table(
+            "A run's set-up in a warm process (median of 20, ms)",
+            ["experiment data (noise, split, normalise; raw set cached)", "model (seeded init)", "optimiser"],
+            [[f"{costs['data']:.2f}", f"{costs['model']:.2f}", f"{costs['optimiser']:.2f}"]],
+            "Measured in this process after the warm process's warm_up(): the raw data set is loaded "
+            "once per process (gce_core.data.load_raw's cache), so a run's data is a few tensor ops.",
+        ))
+    title = "Instant runs: the job runner's warm processes against cold processes"
+    if busy:
+        title += f", with {busy} busy processes beside them"
+    return Report(title, facts, tables, summary)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per group (default: 5)")
+    parser.add_argument("--busy", type=int, default=0, help="busy processes beside the benchmark (default: 0)")
+    args = parser.parse_args(argv)
+    print(run(rounds=args.rounds, busy=args.busy).markdown())
+
+
+if __name__ == "__main__":
+    main()
