@@ -158,7 +158,10 @@ def setup_costs(repeats: int = 20) -> dict[str, float]:
     return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
-def run(rounds: int = 5, busy: int = 0) -> Report:
+QUICK = "quick demo (CCE, MAE, Lq)"
+
+
+def run(rounds: int = 5, busy: int = 0, groups: tuple[str, ...] = tuple(GROUPS)) -> Report:
     facts = device_facts("cpu")
     facts["load average at start"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     facts["busy processes beside it"] = str(busy)
@@ -166,9 +169,9 @@ def run(rounds: int = 5, busy: int = 0) -> Report:
     with tempfile.TemporaryDirectory() as tmp, busy_processes(busy):
         home = Path(tmp)
         with lab_worker(home) as client:
-            through_runner(client, _specs(GROUPS["quick demo (CCE, MAE, Lq)"]))  # untimed: warm the store
-            for name, fields in GROUPS.items():
-                specs = _specs(fields)
+            through_runner(client, _specs(GROUPS[QUICK]))  # untimed: warm the store
+            for name in groups:
+                specs = _specs(GROUPS[name])
                 lab, cold = [], []
                 for r in range(rounds):
                     order = (("lab", lab), ("cold", cold)) if r % 2 == 0 else (("cold", cold), ("lab", lab))
@@ -220,8 +223,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds per group (default: 5)")
     parser.add_argument("--busy", type=int, default=0, help="busy processes beside the benchmark (default: 0)")
+    parser.add_argument("--quick-demo-only", action="store_true", help="only the quick demo group (default: both)")
     args = parser.parse_args(argv)
-    print(run(rounds=args.rounds, busy=args.busy).markdown())
+    groups = (QUICK,) if args.quick_demo_only else tuple(GROUPS)
+    print(run(rounds=args.rounds, busy=args.busy, groups=groups).markdown())
 
 
 if __name__ == "__main__":
