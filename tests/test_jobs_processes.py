@@ -142,10 +142,16 @@ def test_cancel_of_a_running_run_stops_it_within_five_seconds_and_its_process_ta
 
 def test_a_run_cancelled_as_it_starts_never_trains(lab):
     client, supervisor = lab
-    run_id = client.submit({**FULL, "epochs": 1000})
     sup = supervisor(slots=1)
-    assert sup.tick(time.time()).started == [run_id]
-    client.cancel(run_id)
+    drive(sup, lambda: sup.executor.prepare(sup.slots[0], sup.child_env))  # its warm process is ready
+    process = sup.executor.warm[0]
+    os.kill(process.pid, signal.SIGSTOP)  # so that the cancel lands between the claim and the start
+    try:
+        run_id = client.submit({**FULL, "epochs": 1000})
+        assert sup.tick(time.time()).started == [run_id]
+        client.cancel(run_id)
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
     drive(sup, lambda: client.get(run_id).status.is_final and not sup.active)
     run = client.get(run_id)
     assert run.status == RunStatus.CANCELLED and run.crashes == 0 and client.metrics(run_id) == []
@@ -195,7 +201,7 @@ def test_a_stuck_run_is_killed_and_resumed_and_the_run_beside_it_never_notices(l
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_a_run_process_that_outlives_its_supervisor_is_adopted_and_then_exits(lab):
     client, supervisor = lab
-    run_id = client.submit({**FULL, "epochs": 30})
+    run_id = client.submit({**FULL, "epochs": 200})  # still training when the new supervisor looks
     old = supervisor(slots=2)
     drive(old, lambda: client.get(run_id).epochs_done >= 1)
     (act,) = old.active.values()
@@ -212,7 +218,7 @@ def test_a_run_process_that_outlives_its_supervisor_is_adopted_and_then_exits(la
     drive(new, lambda: client.get(run_id).status.is_final and not new.active)
     run = client.get(run_id)
     assert run.status == RunStatus.COMPLETED and run.attempts == 1 and run.crashes == 0, run.error
-    assert epochs_of(client, run_id) == list(range(1, 31))
+    assert epochs_of(client, run_id) == list(range(1, 201))
     assert busy.proc.wait(timeout=10) == 0  # it finished the run, then found no supervisor and left
 
 
