@@ -46,17 +46,6 @@ def with_tail(reason: str, tail: str) -> str:
     return f"{reason}\n--- last lines of its log ---\n{tail}" if tail.strip() else reason
 
 
-def append_line(path: str | Path, text: str) -> None:
-    """Append one line of a training process to a run's log (as its stdout would)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(text.rstrip("\n") + "\n")
-    except OSError:
-        pass  # a log line is never worth failing a run over
-
-
 @contextlib.contextmanager
 def output_to(path: str | Path) -> Iterator[None]:
     """Send this process's file descriptors 1 and 2 (so print, tracebacks and what C code writes)
