@@ -6,22 +6,17 @@ For any softmax output f(x):
 - Lq: (c - c^(1-q)) / q <= sum_j Lq(f, e_j) <= (c - 1) / q (attained at uniform / one-hot f).
 - truncated Lq (k >= 1/c): d Lq(1/d) + (c - d) Lq(k) <= sum <= c Lq(k), d = max(1, (1-q)^(1/q) / k).
 
+The formulas are the registry's (``Loss.sum_bounds`` in gce_core.losses); this module checks c
+and the parameters, and measures the sum on outputs.
+
 A narrower band means a loss closer to symmetric, hence more tolerant to label noise.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from gce_core.losses import (
-    canonical_loss_name,
-    check_k,
-    check_q,
-    lq_constant,
-    values_of_log_prob,
-)
+from gce_core.losses import LOSSES, canonical_loss_name, check_q, values_of_log_prob
 
 
 def _check_classes(num_classes: int) -> int:
@@ -32,24 +27,17 @@ def _check_classes(num_classes: int) -> int:
 
 def lq_sum_bounds(num_classes: int, q: float) -> tuple[float, float]:
     """(lower, upper) of sum_j Lq(f(x), e_j) over all c labels, for q in (0, 1]."""
-    c, q = _check_classes(num_classes), check_q(q)
-    return (c - c ** (1.0 - q)) / q, (c - 1) / q
+    return LOSSES["lq"].sum_band(_check_classes(num_classes), q=q)
 
 
 def truncated_lq_sum_bounds(num_classes: int, q: float, k: float) -> tuple[float, float]:
     """(lower, upper) of the truncated Lq summed over all c labels. Needs k >= 1/c."""
-    c, q, k = _check_classes(num_classes), check_q(q), check_k(k)
-    if k < 1.0 / c:
-        raise ValueError(f"the truncated band needs k >= 1/c = {1.0 / c:.4g}, got k = {k}")
-    level = lq_constant(k, q)
-    d = max(1.0, (1.0 - q) ** (1.0 / q) / k)
-    lower = d * ((1.0 - (1.0 / d) ** q) / q) + (c - d) * level
-    return lower, c * level
+    return LOSSES["truncated_lq"].sum_band(_check_classes(num_classes), q=q, k=k)
 
 
 def mae_sum(num_classes: int) -> float:
     """The MAE loss sum, 2 (c - 1), the same for every output: MAE is symmetric."""
-    return 2.0 * (_check_classes(num_classes) - 1)
+    return LOSSES["mae"].sum_band(_check_classes(num_classes))[0]
 
 
 def excess_risk_bound(num_classes: int, q: float, rate: float) -> float:
@@ -62,16 +50,11 @@ def excess_risk_bound(num_classes: int, q: float, rate: float) -> float:
 
 
 def loss_bounds(loss: str, num_classes: int, q: float = 0.7, k: float = 0.5) -> tuple[float, float]:
-    """(lower, upper) of the loss sum for the named loss; CCE's upper bound is math.inf."""
-    name = canonical_loss_name(loss)
-    c = _check_classes(num_classes)
-    if name == "cce":
-        return c * math.log(c), math.inf  # minimum at the uniform output
-    if name == "mae":
-        return mae_sum(c), mae_sum(c)
-    if name == "lq":
-        return lq_sum_bounds(c, q)
-    return truncated_lq_sum_bounds(c, q, k)
+    """(lower, upper) of the loss sum for the named loss (one of ``LOSS_NAMES``), from the
+    registry's entry; CCE's upper bound is math.inf."""
+    spec = LOSSES[canonical_loss_name(loss)]
+    given = {"q": q, "k": k}
+    return spec.sum_band(_check_classes(num_classes), **{p.name: given[p.name] for p in spec.params})
 
 
 def loss_sum(logits: torch.Tensor, loss: str, **params: float) -> torch.Tensor:
