@@ -163,7 +163,6 @@ QUICK = "quick demo (CCE, MAE, Lq)"
 
 def run(rounds: int = 5, busy: int = 0, groups: tuple[str, ...] = tuple(GROUPS)) -> Report:
     facts = device_facts("cpu")
-    facts["load average at start"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     facts["busy processes beside it"] = str(busy)
     rows, summary = [], []
     with tempfile.TemporaryDirectory() as tmp, busy_processes(busy):

@@ -46,7 +46,7 @@ reports images/s and the share of the GPU's bf16 peak, measured and nominal (`--
 torch.compile), and `python -m bench.bench_trainer --device cuda` times the digits epochs there;
 `python -m bench.run_all` adds both sections by itself when CUDA is available. The target there
 is at least 40% of the bf16 peak for ResNet-34. `pytest tests/test_cuda.py` checks the GPU path
-itself (bf16 and channels_last training, resume, prebuilt data, compile once); on a machine
+itself (bf16 and channels_last training, resume, compile once); on a machine
 without CUDA those tests skip.
 """
 
