@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import math
 import os
 import time
 from collections.abc import Callable
@@ -44,6 +45,11 @@ COMPILE_BACKEND_ENV = "GCE_LAB_COMPILE_BACKEND"
 # with the same numbers). Writing one every epoch took a third of a 25 ms digits epoch.
 CHECKPOINT_EVERY_S = 1.0
 EpochCallback = Callable[[dict], None]
+
+
+class Diverged(RuntimeError):
+    """The training loss of an epoch was not finite (NaN or infinite): the run cannot go on."""
+
 StopCheck = Callable[[], bool]
 
 
@@ -291,6 +297,10 @@ def run_epochs(
         train_metrics = train_one_epoch(spec, st, data, device, should_stop)
         if train_metrics is None:
             return True
+        if not math.isfinite(train_metrics["train_loss"]):  # nothing after this epoch would mean anything
+            raise Diverged(f"diverged at epoch {st.epoch + 1} (training loss {train_metrics['train_loss']}): "
+                           f"lower the learning rate (lr {spec.lr:g}), or choose a loss parameter further "
+                           f"from its range's end")
         st.scheduler.step()
         evals = evaluate_epoch(spec, st, data, device)
         seconds = time.perf_counter() - started

@@ -102,8 +102,9 @@ def show_text(run: RunRecord, last_row: dict | None, log_tail: str) -> str:
         lines.append(f"  result      test accuracy {_pct(s.get('test_acc_at_best_val'))} at best validation epoch "
                      f"{s.get('best_val_epoch')} (last {_pct(s.get('last_test_acc'))}, best {_pct(s.get('best_test_acc'))})")
     if last_row:
-        lines.append(f"  last epoch  {last_row['epoch']}: train loss {last_row['train_loss']:.4f}, "
-                     f"val {_pct(last_row['val_acc'])}, test {_pct(last_row['test_acc'])}")
+        loss = last_row.get("train_loss")
+        lines.append(f"  last epoch  {last_row.get('epoch')}: train loss {'-' if loss is None else f'{loss:.4f}'}, "
+                     f"val {_pct(last_row.get('val_acc'))}, test {_pct(last_row.get('test_acc'))}")
     if run.error:
         lines.append("  error       " + run.error.replace("\n", "\n              "))
     lines.append("  spec        " + spec_text(run.spec))

@@ -109,8 +109,12 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def _loss(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
 def _epoch_line(row: dict, epochs: int) -> str:
-    return (f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f}, "
+    return (f"epoch {row['epoch']}/{epochs}: train loss {_loss(row.get('train_loss'))}, "
             f"val {_fmt(row['val_acc'])}, test {_fmt(row['test_acc'])}, {row['seconds']:.2f} s")
 
 

@@ -93,3 +93,14 @@ def test_table_and_duration_formatting():
     assert format_table(["A", "LONGER"], [["xyz", "1"], ["", "22"]]).splitlines() == [
         "A    LONGER", "---  ------", "xyz  1", "     22"]
     assert [format_seconds(s) for s in (None, 4.4, 65, 3725)] == ["-", "4s", "1m05s", "1h02m"]
+
+
+def test_show_never_crashes_on_a_run_whose_last_row_has_no_numbers(cli, store_url):
+    client = LabClient(store_url)
+    run_id = client.submit({"dataset": "digits", "epochs": 2})
+    run = client.store.claim(worker_id="w", host="h", device="cpu", now=1000.0)
+    nan_row = {"epoch": 1, "train_loss": None, "val_acc": None, "test_acc": None, "seconds": 0.1}
+    client.store.add_epoch(run_id, run.claim_token, nan_row, now=1001.0)
+    code, out, _ = cli("show", run_id)
+    assert code == 0 and "last epoch  1: train loss -, val -, test -" in out
+    client.close()

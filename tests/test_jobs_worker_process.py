@@ -258,3 +258,8 @@ def test_the_command_line_serves_or_takes_one_run(monkeypatch, capsys):
     for bad in (["r1"], ["--group", "tok", "r1"], ["r1", "tok", "r2"]):
         assert worker_process.main(bad) == EXIT_ERROR
     assert "python -m jobs.worker_process --serve" in capsys.readouterr().err
+
+
+def test_an_epoch_line_with_missing_numbers_says_so():
+    row = dict(epoch=3, train_loss=None, val_acc=None, test_acc=0.5, seconds=0.25)
+    assert worker_process._epoch_line(row, 10) == "epoch 3/10: train loss -, val -, test 50.00%, 0.25 s"

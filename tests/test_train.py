@@ -292,3 +292,12 @@ def test_the_accelerator_path_changes_the_numbers_by_bf16_rounding_only(monkeypa
     assert strip_time(bf16) != strip_time(plain)  # autocast was in effect
     for a, b in zip(bf16, plain, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=5e-3)
+
+
+def test_a_non_finite_training_loss_ends_the_run_saying_what_to_do():
+    from gce_core.train import Diverged
+
+    rows = []
+    with pytest.raises(Diverged, match=r"diverged at epoch 1 \(training loss nan\): lower the learning rate"):
+        train(parse_spec(dict(TINY, loss="lq", q=1e-300)), on_epoch=rows.append)
+    assert rows == []  # the epoch with the NaN loss is not reported
