@@ -39,6 +39,11 @@ METRICS: dict[str, tuple[str, bool]] = {
     "seconds": ("seconds per epoch", False),
 }
 LOSS_COLORS = {"cce": "#d62728", "mae": "#7f7f7f", "lq": "#1f77b4", "truncated_lq": "#2ca02c"}
+OTHER_LOSS_COLOR = "#9467bd"  # the registry's other losses (runs from the CLI or a spec)
+
+
+def loss_color(loss: str) -> str:
+    return LOSS_COLORS.get(loss, OTHER_LOSS_COLOR)
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f")
 PNG_CONFIG = {"toImageButtonOptions": {"format": "png", "scale": 2}, "displaylogo": False}
@@ -288,10 +293,12 @@ def bounds_vs_q(num_classes: int, k: float, marks: Sequence[float] = ()) -> go.F
 
 
 def measured_loss_sum(
-    epochs: Sequence[int], values: Sequence[float], loss: str, num_classes: int, q: float, k: float
+    epochs: Sequence[int], values: Sequence[float], loss: str, num_classes: int, q: float = 0.7,
+    k: float = 0.5, **params: float,
 ) -> go.Figure:
-    """A run's per-epoch mean loss sum (over test images) inside its theoretical band."""
-    lo, hi = loss_bounds(loss, num_classes, q=q, k=k)
+    """A run's per-epoch mean loss sum (over test images) inside its theoretical band. ``params``:
+    the run's other loss parameters (``RunSpec.loss_params()``)."""
+    lo, hi = loss_bounds(loss, num_classes, q=q, k=k, **params)
     fig = go.Figure()
     x = list(epochs)
     if x:
@@ -306,7 +313,7 @@ def measured_loss_sum(
             fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[lo, lo], line={"color": "#888", "dash": "dash"}, name=f"{label} {lo:.3g}"))
     fig.add_trace(go.Scatter(
         x=x, y=list(values), mode="lines+markers", marker={"size": 4},
-        line={"color": LOSS_COLORS.get(loss, "#1f77b4"), "width": 2.5}, name="measured (test mean)",
+        line={"color": loss_color(loss), "width": 2.5}, name="measured (test mean)",
     ))
     return _layout(fig, "This run's loss sum inside its band", "epoch", "sum over j of L(f(x), e_j)", "theory-run")
 

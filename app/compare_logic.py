@@ -29,6 +29,8 @@ IGNORED_IN_DIFF = ("name",)
 
 def _loss_label(spec: RunSpec) -> str:
     names = {"cce": "CCE", "mae": "MAE", "lq": "Lq", "truncated_lq": "truncated Lq"}
+    if spec.loss not in names:
+        return spec.loss_label()  # the registry's other losses, with their parameters
     label = names[spec.loss]
     if spec.loss in ("lq", "truncated_lq"):
         label += f" q={spec.q:g}"

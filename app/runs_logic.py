@@ -56,14 +56,14 @@ def run_label(record) -> str:
 def run_colors(records: Sequence, labels: dict[str, str]) -> dict[str, str]:
     """Label -> colour: each run in its loss's colour (CCE red, MAE grey, Lq blue, truncated Lq
     green), lighter for each further run of the same loss."""
-    from app.charts import LOSS_COLORS, shade
+    from app.charts import loss_color, shade
 
     seen: dict[str, int] = {}
     out = {}
     for r in records:
         n = seen.get(r.spec.loss, 0)
         seen[r.spec.loss] = n + 1
-        out[labels[r.id]] = shade(LOSS_COLORS[r.spec.loss], n)
+        out[labels[r.id]] = shade(loss_color(r.spec.loss), n)
     return out
 
 

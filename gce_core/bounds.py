@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from gce_core.losses import LOSSES, canonical_loss_name, check_q, values_of_log_prob
+from gce_core.losses import LOG_PROB_LOSS_NAMES, LOSSES, check_q, get_loss, values_of_log_prob
 
 
 def _check_classes(num_classes: int) -> int:
@@ -49,22 +49,38 @@ def excess_risk_bound(num_classes: int, q: float, rate: float) -> float:
     return rate * (c ** (1.0 - q) - 1.0) / (q * (c - 1))
 
 
-def loss_bounds(loss: str, num_classes: int, q: float = 0.7, k: float = 0.5) -> tuple[float, float]:
-    """(lower, upper) of the loss sum for the named loss (one of ``LOSS_NAMES``), from the
-    registry's entry; CCE's upper bound is math.inf."""
-    spec = LOSSES[canonical_loss_name(loss)]
-    given = {"q": q, "k": k}
-    return spec.sum_band(_check_classes(num_classes), **{p.name: given[p.name] for p in spec.params})
+def loss_bounds(loss: str, num_classes: int, **params: float) -> tuple[float, float]:
+    """(lower, upper) of the loss sum for the named loss (any of ``LOSS_NAMES``), from the
+    registry's entry; CCE's upper bound is math.inf. ``params``: the loss's own (missing ones take
+    its defaults); those of other losses are ignored, so a caller can pass q and k to every loss.
+    Raises ValueError for a loss the registry gives no bound for (bootstrapping)."""
+    spec = get_loss(loss)
+    own = {p.name for p in spec.params}
+    band = spec.sum_band(_check_classes(num_classes), **{n: v for n, v in params.items() if n in own})
+    if band is None:
+        raise ValueError(f"no loss-sum bound is known for {spec.name}")
+    return band
 
 
 def loss_sum(logits: torch.Tensor, loss: str, **params: float) -> torch.Tensor:
-    """Per sample, the loss summed over all c labels: logits (N, C) -> (N,).
+    """Per sample, the loss summed over all c labels: logits (N, C) -> (N,), for every loss.
 
-    ``params`` are the loss's own (q, k). Truncated Lq is summed in its truncated form.
+    ``params`` are the loss's own (missing ones take its defaults). Truncated Lq is summed in its
+    truncated form.
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
-    # Entry (i, j) of log_softmax is log f_j(x_i): the loss of sample i with label j, for all j
-    # at once (the same values as evaluating each label as a target, without N*c rows).
-    log_p = torch.log_softmax(logits.detach().float(), dim=1)
-    return values_of_log_prob(log_p, canonical_loss_name(loss), **params).sum(dim=1)
+    spec = get_loss(loss)
+    logits = logits.detach().float()
+    if spec.name in LOG_PROB_LOSS_NAMES:
+        # Entry (i, j) of log_softmax is log f_j(x_i): the loss of sample i with label j, for all j
+        # at once (the same values as evaluating each label as a target, without N*c rows).
+        return values_of_log_prob(torch.log_softmax(logits, dim=1), spec.name, **params).sum(dim=1)
+    # The others (NCE's normaliser, bootstrapping's targets) need the whole row: one pass per label.
+    checked = spec.check_params(**params)
+    with torch.no_grad():
+        total = torch.zeros(logits.shape[0], dtype=logits.dtype, device=logits.device)
+        for j in range(logits.shape[1]):
+            labels = torch.full((logits.shape[0],), j, dtype=torch.long, device=logits.device)
+            total += spec.values(logits, labels, **checked)
+    return total

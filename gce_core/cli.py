@@ -135,12 +135,13 @@ def _mean_std(values: list[float]) -> str:
 def compare_table(rows: list[tuple[str, list[dict]]]) -> str:
     """Plain-text table: one line per loss, mean ± std over seeds of each summary key."""
     heads = ("loss", "test @ best val", "last epoch", "best test")
-    lines = [rows_fmt := f"{heads[0]:<20} {heads[1]:>18} {heads[2]:>18} {heads[3]:>18}"]
+    width = max([20, *(len(label) for label, _ in rows)])
+    lines = [rows_fmt := f"{heads[0]:<{width}} {heads[1]:>18} {heads[2]:>18} {heads[3]:>18}"]
     lines.append("-" * len(rows_fmt))
     for label, summaries in rows:
         cells = [_mean_std([s[k] for s in summaries if s[k] is not None]) for k in
                  ("test_acc_at_best_val", "last_test_acc", "best_test_acc")]
-        lines.append(f"{label:<20} {cells[0]:>18} {cells[1]:>18} {cells[2]:>18}")
+        lines.append(f"{label:<{width}} {cells[0]:>18} {cells[1]:>18} {cells[2]:>18}")
     return "\n".join(lines)
 
 
@@ -162,8 +163,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for spec in group:
             bar.set_description(spec.label())
             summaries.append(train(spec, on_epoch=lambda _row: bar.update(1)))
-        label = group[0].loss + (f" q={group[0].q:g}" if group[0].loss in ("lq", "truncated_lq") else "")
-        rows.append((label, summaries))
+        rows.append((group[0].loss_label(), summaries))
     bar.close()
     print(compare_table(rows))
     return 0
@@ -174,15 +174,16 @@ def cmd_bounds(args: argparse.Namespace) -> int:
     c, q, k = args.classes, check_q(args.q), check_k(args.k)
     if c < 2:
         raise UsageError(f"--classes must be at least 2, got {c}")
-    print(f"loss summed over all {c} labels, for any softmax output (q = {q:g}, k = {k:g}):")
+    print(f"loss summed over all {c} labels, for any softmax output (q = {q:g}, k = {k:g}; "
+          f"other parameters at each loss's default):")
     for name in LOSS_NAMES:
         try:
             lo, hi = loss_bounds(name, c, q=q, k=k)
         except ValueError as exc:
-            print(f"  {name:<13} n/a ({exc})")
+            print(f"  {name:<14} n/a ({exc})")
             continue
         hi_text = "inf" if math.isinf(hi) else f"{hi:.4f}"
-        print(f"  {name:<13} [{lo:.4f}, {hi_text}]  width {hi - lo:.4f}")
+        print(f"  {name:<14} [{lo:.4f}, {hi_text}]  width {hi - lo:.4f}")
     if args.rate is not None:
         print(f"excess-risk bound A under uniform noise {args.rate:g}: {excess_risk_bound(c, q, args.rate):.4f}")
     return 0

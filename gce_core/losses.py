@@ -22,8 +22,8 @@ at the (noisy) label y, c the number of classes.
 | bootstrap_soft | CE against beta e_y + (1 - beta) f                 | Reed et al. 2015 |
 | bootstrap_hard | CE against beta e_y + (1 - beta) e_argmax(f)       | Reed et al. 2015 |
 
-NCE = -log f_y / (-sum_j log f_j), in [0, 1]. Only the GCE paper's four (``LOSS_NAMES``) are
-selectable in a run spec, the CLI and the app today; the others are defined here first. Forward
+NCE = -log f_y / (-sum_j log f_j), in [0, 1]. Every loss here (``LOSS_NAMES``) is selectable in
+a run spec and the CLI, with its parameters; the web lab's form offers the paper's four. Forward
 correction (Patrini et al. 2017) is not here: it needs a noise transition matrix estimated from
 a first network of the run, so it belongs with the trainer, not with a per-sample function.
 
@@ -97,7 +97,6 @@ class Loss:
         every output f; a symmetric loss's function returns the one value its sum always
         takes. None where no bound is given.
     per_sample_state : the loss needs state per training sample (truncated Lq's ACS weights).
-    selectable : a run spec, the CLI, the trainer and the app take it today.
     """
 
     name: str
@@ -110,7 +109,6 @@ class Loss:
     grad_weight: Callable[..., torch.Tensor] | None = None
     sum_bounds: Callable[..., tuple[float, float] | float] | None = None
     per_sample_state: bool = False
-    selectable: bool = False
     aliases: tuple[str, ...] = ()
 
     @property
@@ -283,11 +281,11 @@ def acs_weights(logits: torch.Tensor, targets: torch.Tensor, k: float) -> torch.
 def values_of_log_prob(log_p: torch.Tensor, loss: str, *, q: float = 0.7, k: float = 0.5) -> torch.Tensor:
     """Per-entry loss values from log-probabilities of any shape, e.g. log_softmax (N, C): entry
     (i, j) is then the loss of sample i had its label been j. Truncated Lq in its truncated form.
-    loss : one of ``LOSS_NAMES`` (they depend on f_y alone).
+    loss : one of ``LOG_PROB_LOSS_NAMES`` (they depend on f_y alone).
 
     Elementwise the same ops as the per-sample losses.
     """
-    name = canonical_loss_name(loss)
+    name = _log_prob_loss(loss)
     if name == "cce":
         return -log_p
     if name == "mae":
@@ -309,8 +307,9 @@ def loss_values(
     weights: torch.Tensor | None = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Dispatch to the named loss (one of ``LOSS_NAMES``). ``weights`` only apply to truncated_lq."""
-    name = canonical_loss_name(loss)
+    """Dispatch to the named loss (one of ``LOG_PROB_LOSS_NAMES``; ``criterion`` takes every
+    loss). ``weights`` only apply to truncated_lq."""
+    name = _log_prob_loss(loss)
     if name == "cce":
         return cce(logits, targets, reduction)
     if name == "mae":
@@ -460,19 +459,19 @@ _REGISTRY = (
     Loss(
         "cce", "CCE", "-log f_y", _cce_values, "the usual cross entropy", aliases=("ce",),
         of_fy=lambda f: -_log(f), grad_weight=lambda f: torch.ones_like(_as_fy(f)),
-        sum_bounds=_cce_band, selectable=True,
+        sum_bounds=_cce_band,
     ),
     Loss(
         "mae", "MAE", "2 - 2 f_y (paper scale)", _mae_values,
         "Ghosh et al., Robust Loss Functions under Label Noise for Deep Neural Networks, AAAI 2017; "
         "scale 2 - 2 f_y as in " + _GCE,
         of_fy=lambda f: 2.0 - 2.0 * _as_fy(f), grad_weight=lambda f: 2.0 * _as_fy(f),
-        sum_bounds=lambda c: 2.0 * (c - 1), selectable=True,
+        sum_bounds=lambda c: 2.0 * (c - 1),
     ),
     Loss(
         "lq", "Lq (GCE)", "(1 - f_y^q) / q", _lq_values, _GCE, params=(_Q,), aliases=("gce",),
         of_fy=lambda f, q: lq_of_log_prob(_log(f), q), grad_weight=lambda f, q: _as_fy(f) ** q,
-        sum_bounds=_lq_band, selectable=True,
+        sum_bounds=_lq_band,
     ),
     Loss(
         "truncated_lq", "truncated Lq",
@@ -480,7 +479,7 @@ _REGISTRY = (
         _truncated_lq_values, _GCE, params=(_Q, _K), per_sample_state=True,
         of_fy=lambda f, q, k: _truncated(lq_of_log_prob(_log(f), q), _log(f), q, k),
         grad_weight=lambda f, q, k: torch.where(_as_fy(f) > k, _as_fy(f) ** q, 0.0),
-        sum_bounds=_truncated_lq_band, selectable=True,
+        sum_bounds=_truncated_lq_band,
     ),
     Loss(
         "sce", "SCE", "alpha (-log f_y) + beta (-A)(1 - f_y)", _sce_values,
@@ -528,7 +527,10 @@ _REGISTRY = (
 )
 
 LOSSES: dict[str, Loss] = {loss.name: loss for loss in _REGISTRY}
-LOSS_NAMES = tuple(name for name, loss in LOSSES.items() if loss.selectable)
+LOSS_NAMES = tuple(LOSSES)
+# The losses that depend on f_y alone and have the named functions above (loss_values,
+# values_of_log_prob): the GCE paper's four.
+LOG_PROB_LOSS_NAMES = ("cce", "mae", "lq", "truncated_lq")
 LOSS_ALIASES = {alias: loss.name for loss in _REGISTRY for alias in loss.aliases}
 LOSS_FORMULAS = {name: loss.formula for name, loss in LOSSES.items()}
 _PARAM_NAMES = frozenset(p.name for loss in _REGISTRY for p in loss.params)
@@ -545,17 +547,17 @@ def get_loss(name: str) -> Loss:
 
 
 def canonical_loss_name(name: str) -> str:
-    """Map a user-facing name of a loss a run can select (``LOSS_NAMES``; aliases 'gce' -> 'lq',
-    'ce' -> 'cce') to its canonical name. Raises ValueError listing the allowed names.
+    """Map a user-facing name of a loss (``LOSS_NAMES``; aliases 'gce' -> 'lq', 'ce' -> 'cce')
+    to its canonical name. Raises ValueError listing the allowed names.
     """
-    key = str(name).strip().lower()
-    key = LOSS_ALIASES.get(key, key)
-    allowed = ", ".join((*LOSS_NAMES, *LOSS_ALIASES))
-    if key in LOSSES and key not in LOSS_NAMES:
-        raise ValueError(f"loss {name!r} is defined but not yet selectable in a run; allowed: {allowed}")
-    if key not in LOSS_NAMES:
-        raise ValueError(f"unknown loss {name!r}; allowed: {allowed}")
-    return key
+    return get_loss(name).name
+
+
+def _log_prob_loss(loss: str) -> str:
+    name = canonical_loss_name(loss)
+    if name not in LOG_PROB_LOSS_NAMES:
+        raise ValueError(f"{name} is not one of {', '.join(LOG_PROB_LOSS_NAMES)}; use criterion({name!r}, ...)")
+    return name
 
 
 def check_q(q: float) -> float:

@@ -138,11 +138,7 @@ def epoch_row(
 
 def loss_params(spec: RunSpec) -> dict:
     """The loss's own parameters of a spec, as loss functions take them."""
-    if spec.loss == "lq":
-        return {"q": spec.q}
-    if spec.loss == "truncated_lq":
-        return {"q": spec.q, "k": spec.k}
-    return {}
+    return spec.loss_params()
 
 
 def summarize(history: Sequence[dict]) -> dict[str, float | int | None]:

@@ -14,12 +14,35 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gce_core.data import DATASETS, dataset_info
-from gce_core.losses import LOSS_FORMULAS, canonical_loss_name, check_k, check_q
+from gce_core.losses import (
+    LOSS_FORMULAS,
+    LOSS_NAMES,
+    LOSSES,
+    canonical_loss_name,
+    check_k,
+    check_q,
+    get_loss,
+)
 from gce_core.models import MODEL_NAMES
 from gce_core.noise import CLASS_MAP_NAMES, NOISE_KINDS, check_noise, default_class_map
 
 MAX_EPOCHS = 5000
 OPEN_SET_SOURCES = ("noise", "cifar10", "cifar100")
+
+
+def _param_help(name: str, meaning: str) -> str:
+    """A loss parameter's help: its meaning, and each loss's default and range for it."""
+    takers = [(loss.name, p) for loss in LOSSES.values() for p in loss.params if p.name == name]
+    defaults = ", ".join(f"{loss} {p.default:g} in {p.range_text}" for loss, p in takers)
+    return f"{meaning}; default per loss: {defaults} (unset: the loss's default)"
+
+
+class _ParamError(ValueError):
+    """A loss parameter out of its range; ``field`` names it for SpecError."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
 
 
 class SpecError(ValueError):
@@ -48,9 +71,18 @@ class RunSpec(BaseModel):
     class_map: str | None = Field(None, description=f"class-dependent map, one of {', '.join(CLASS_MAP_NAMES)} (default: the data set's)")
     open_set_source: str = Field("noise", description=f"images used for open-set noise, one of {', '.join(OPEN_SET_SOURCES)}")
     # loss
-    loss: str = Field("lq", description="cce, mae, lq (alias gce) or truncated_lq")
-    q: float = Field(0.7, description="Lq exponent in (0, 1]")
+    loss: str = Field("lq", description=f"one of {', '.join(LOSS_NAMES)} (alias gce = lq, ce = cce)")
+    q: float = Field(0.7, description="exponent of lq and truncated_lq, in (0, 1], and of agce, > 0 "
+                     "(ALFs use 0.6); other losses keep it as a valid Lq exponent")
     k: float = Field(0.5, description="truncation threshold of truncated Lq, in (0, 1)")
+    # Parameters of the other losses: None until validation, which fills in the loss's default
+    # (so the saved JSON says what ran); left None for a loss that does not take them.
+    alpha: float | None = Field(None, description=_param_help("alpha", "weight of the active term (CE or NCE)"))
+    beta: float | None = Field(None, description=_param_help(
+        "beta", "weight of the passive term (RCE or MAE); bootstrapping: weight of the given label"))
+    A: float | None = Field(None, description=_param_help("A", "log 0 in RCE"))
+    a: float | None = Field(None, description=_param_help("a", "offset of agce and aul"))
+    p: float | None = Field(None, description=_param_help("p", "exponent of aul"))
     prune_start: int = Field(40, ge=1, description="truncated Lq: first epoch of the w-step (pruning)")
     prune_every: int = Field(10, ge=1, description="truncated Lq: epochs between w-steps")
     # model and optimisation
@@ -80,16 +112,6 @@ class RunSpec(BaseModel):
     @classmethod
     def _loss(cls, v: str) -> str:
         return canonical_loss_name(v)
-
-    @field_validator("q")
-    @classmethod
-    def _q(cls, v: float) -> float:
-        return check_q(v)
-
-    @field_validator("k")
-    @classmethod
-    def _k(cls, v: float) -> float:
-        return check_k(v)
 
     @field_validator("model")
     @classmethod
@@ -128,6 +150,24 @@ class RunSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
+    def _loss_params(self) -> RunSpec:
+        # The loss's registry entry checks its parameters, once; q and k always hold a valid Lq
+        # setting even for a loss that does not take them (a form can switch to Lq).
+        loss = get_loss(self.loss)
+        given = {p.name: getattr(self, p.name) for p in loss.params if getattr(self, p.name) is not None}
+        try:
+            for name, check in (("q", check_q), ("k", check_k)):
+                if name not in given:
+                    check(getattr(self, name))
+            for name, value in given.items():
+                loss.check_params(**{name: value})
+        except ValueError as exc:
+            raise _ParamError(name, str(exc)) from None
+        for name, value in loss.check_params(**given).items():
+            object.__setattr__(self, name, value)
+        return self
+
+    @model_validator(mode="after")
     def _consistent(self) -> RunSpec:
         info = DATASETS[self.dataset]
         check_noise(self.noise, self.noise_rate, info.num_classes)
@@ -162,15 +202,18 @@ class RunSpec(BaseModel):
     def loss_formula(self) -> str:
         return LOSS_FORMULAS[self.loss]
 
+    def loss_params(self) -> dict[str, float]:
+        """Exactly the parameters of the spec's loss, by name: {'q': 0.7} for lq, {} for cce."""
+        return {p.name: getattr(self, p.name) for p in get_loss(self.loss).params}
+
+    def loss_label(self) -> str:
+        """The loss and its parameters: 'lq q=0.7', 'sce alpha=0.1 beta=1 A=-4', 'cce'."""
+        return " ".join([self.loss, *(f"{n}={v:g}" for n, v in self.loss_params().items())])
+
     def label(self) -> str:
         """A short human label: 'lq q=0.7 | uniform 0.4 | seed 0'."""
-        loss = self.loss
-        if self.loss in ("lq", "truncated_lq"):
-            loss += f" q={self.q:g}"
-        if self.loss == "truncated_lq":
-            loss += f" k={self.k:g}"
         noise = "clean" if self.noise == "none" else f"{self.noise} {self.noise_rate:g}"
-        return f"{loss} | {noise} | seed {self.seed}"
+        return f"{self.loss_label()} | {noise} | seed {self.seed}"
 
 
 def _field_name(loc: tuple) -> str:
@@ -195,7 +238,8 @@ def parse_spec(data: dict[str, Any] | str | RunSpec) -> RunSpec:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown field; see `python -m gce_core train --help` for the allowed ones"
-            problems.append((_field_name(err["loc"]), msg))
+            field = getattr(err.get("ctx", {}).get("error"), "field", None)
+            problems.append((field or _field_name(err["loc"]), msg))
         raise SpecError(problems) from None
 
 

@@ -135,7 +135,7 @@ def new_state(spec: RunSpec, data: ExperimentData, device: torch.device) -> RunS
     weights = torch.ones(data.n_train, device=device) if spec.loss == "truncated_lq" else None
     return RunState(
         model, optimizer, make_scheduler(spec, optimizer), data_generator(spec), weights,
-        criterion(spec.loss, q=spec.q, k=spec.k),
+        criterion(spec.loss, **spec.loss_params()),
     )  # fmt: skip
 
 

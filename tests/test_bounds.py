@@ -12,6 +12,7 @@ from gce_core.bounds import (
     lq_sum_bounds,
     truncated_lq_sum_bounds,
 )
+from gce_core.losses import get_loss
 
 
 def dirichlet_logits(n, c, seed, concentration=0.3):
@@ -90,3 +91,17 @@ def test_excess_risk_bound():
 def test_bad_classes():
     with pytest.raises(ValueError, match="num_classes must be an integer >= 2"):
         lq_sum_bounds(1, 0.7)
+
+
+@pytest.mark.parametrize("loss", ["sce", "nce_rce", "nce_mae", "agce", "aul", "bootstrap_soft", "bootstrap_hard"])
+def test_the_loss_sum_of_every_registry_loss_is_its_values_summed_over_the_labels(loss):
+    logits = dirichlet_logits(50, 4, seed=3).float()
+    spec = get_loss(loss)
+    want = sum(spec.values(logits, torch.full((50,), j), **spec.defaults) for j in range(4))
+    assert torch.allclose(loss_sum(logits, loss), want, rtol=1e-5, atol=1e-4)
+    if spec.sum_bounds is None:
+        with pytest.raises(ValueError, match=f"no loss-sum bound is known for {loss}"):
+            loss_bounds(loss, 4)
+    else:
+        lo, hi = loss_bounds(loss, 4, k=0.5)  # parameters of other losses are ignored
+        assert lo - 1e-4 <= float(loss_sum(logits, loss).min()) and float(loss_sum(logits, loss).max()) <= hi + 1e-4

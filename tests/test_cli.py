@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from gce_core.cli import main
+from gce_core.cli import build_parser, main
 
 TINY = ["--dataset", "digits", "--train-subset", "200", "--epochs", "3", "--batch-size", "64", "--lr", "0.1"]
 
@@ -90,3 +90,27 @@ def test_module_entry_point_has_no_traceback_for_user_error():
     assert "Traceback" not in proc.stderr and "unknown loss" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "gce_core", "train", "--no-such-option"], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_a_registry_loss_and_its_parameters_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--loss", "sce", "--alpha", "0.5", "--out", str(out)]) == 0
+    spec = json.loads((out / "spec.json").read_text())
+    assert (spec["loss"], spec["alpha"], spec["beta"], spec["A"], spec["a"]) == ("sce", 0.5, 1.0, -4.0, None)
+    assert "sce alpha=0.5 beta=1 A=-4 | clean | seed 0: test accuracy" in capsys.readouterr().out
+    assert main(["train", *TINY, "--loss", "agce", "--a", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert capsys.readouterr().err.strip() == "error: a: a must be in (0, inf), got 0.0"
+
+
+def test_the_loss_parameter_options_name_their_losses_and_defaults():
+    text = build_parser().format_help() + build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for fragment in ("--alpha", "sce 0.1 in [0, inf)", "--A", "--a ", "aul 5.5", "--p ", "bootstrap_hard 0.8"):
+        assert fragment in " ".join(text.split()), fragment
+
+
+def test_compare_takes_every_registry_loss(capsys):
+    assert main(["compare", *TINY, "--epochs", "1", "--losses", "cce,sce,nce_rce,bootstrap_hard"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0] in
+            ("cce", "sce", "nce_rce", "bootstrap_hard")] == ["cce", "sce", "nce_rce", "bootstrap_hard"]
+    assert "nce_rce alpha=1 beta=1 A=-4" in out

@@ -1,5 +1,7 @@
 """RunSpec validation: refused once, at the boundary, naming the field."""
 
+import json
+
 import pytest
 
 from gce_core.spec import RunSpec, SpecError, from_preset, load_stored_spec, parse_spec
@@ -86,7 +88,7 @@ def test_a_stored_spec_is_read_back_without_validation():
     """A spec that the current validator refuses (q out of range, a field since removed, an
     older field set) still lists: unknown keys dropped, missing keys at their defaults."""
     text = '{"loss": "lq", "q": 5.0, "fused_share": 3, "lr_milestones": [3, 6], "epochs": 2}'
-    assert "q" in problems(text) and "fused_share" in problems(text)  # parse_spec refuses it
+    assert "fused_share" in problems(text) and "q" in problems(text.replace('"fused_share": 3, ', ""))  # parse_spec refuses it
     spec = load_stored_spec(text)
     assert (spec.loss, spec.q, spec.epochs) == ("lq", 5.0, 2)
     assert spec.lr_milestones == (3, 6)  # a tuple, as validation would make it
@@ -101,3 +103,50 @@ def test_a_stored_spec_round_trips_a_valid_spec_and_refuses_what_is_not_an_objec
     for text in ("[1, 2]", "{not json"):
         with pytest.raises(SpecError, match="spec"):
             load_stored_spec(text)
+
+
+# --- every registry loss, with its parameters ------------------------------------------------
+def test_a_loss_parameter_is_saved_with_the_losss_other_defaults():
+    spec = parse_spec({"loss": "sce", "alpha": 0.5})
+    assert (spec.alpha, spec.beta, spec.A) == (0.5, 1.0, -4.0)
+    assert (spec.a, spec.p, spec.q, spec.k) == (None, None, 0.7, 0.5)  # not sce's: left as they are
+    assert json.loads(spec.to_json())["alpha"] == 0.5 and json.loads(spec.to_json())["beta"] == 1.0
+    assert spec.loss_params() == {"alpha": 0.5, "beta": 1.0, "A": -4.0}
+    assert spec.label() == "sce alpha=0.5 beta=1 A=-4 | clean | seed 0"
+    assert parse_spec(spec.to_json()) == spec
+
+
+def test_each_loss_takes_exactly_its_own_parameters_with_its_defaults():
+    assert parse_spec({"loss": "bootstrap_soft"}).loss_params() == {"beta": 0.95}
+    assert parse_spec({"loss": "bootstrap_hard"}).loss_params() == {"beta": 0.8}
+    assert parse_spec({"loss": "nce_rce"}).loss_params() == {"alpha": 1.0, "beta": 1.0, "A": -4.0}
+    assert parse_spec({"loss": "aul"}).loss_params() == {"a": 5.5, "p": 3.0}
+    assert parse_spec({"loss": "agce", "a": 1.8, "q": 3.0}).loss_params() == {"a": 1.8, "q": 3.0}  # q > 0 for AGCE
+    assert parse_spec({"loss": "lq"}).loss_params() == {"q": 0.7}
+    assert parse_spec({"loss": "truncated_lq", "alpha": 0.3}).loss_params() == {"q": 0.7, "k": 0.5}
+    assert parse_spec({"loss": "cce"}).loss_params() == {}
+    assert parse_spec({"loss": "truncated_lq"}).label() == "truncated_lq q=0.7 k=0.5 | clean | seed 0"
+
+
+@pytest.mark.parametrize(
+    "data, field, message",
+    [
+        ({"loss": "sce", "alpha": -1}, "alpha", "alpha must be in [0, inf), got -1.0"),
+        ({"loss": "bootstrap_soft", "beta": 1.5}, "beta", "beta must be in [0, 1], got 1.5"),
+        ({"loss": "aul", "a": 1}, "a", "a must be in (1, inf), got 1.0"),
+        ({"loss": "nce_rce", "A": 1}, "A", "A must be in (-inf, 0), got 1.0"),
+        ({"loss": "cce", "q": 2}, "q", "q must be in (0, 1], got 2.0"),  # q stays a valid Lq exponent
+    ],
+)
+def test_an_out_of_range_loss_parameter_is_one_line_naming_it_and_its_range(data, field, message):
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    assert str(info.value) == f"{field}: {message}"
+
+
+def test_an_old_stored_spec_loads_unchanged():
+    old = parse_spec({"loss": "truncated_lq", "q": 0.8}).to_dict()
+    for name in ("alpha", "beta", "A", "a", "p"):
+        del old[name]  # written before these fields existed
+    assert load_stored_spec(json.dumps(old)) == parse_spec(old) == parse_spec({"loss": "truncated_lq", "q": 0.8})
+    assert load_stored_spec(json.dumps(old)).label() == "truncated_lq q=0.8 k=0.5 | clean | seed 0"

@@ -301,3 +301,11 @@ def test_a_non_finite_training_loss_ends_the_run_saying_what_to_do():
     with pytest.raises(Diverged, match=r"diverged at epoch 1 \(training loss nan\): lower the learning rate"):
         train(parse_spec(dict(TINY, loss="lq", q=1e-300)), on_epoch=rows.append)
     assert rows == []  # the epoch with the NaN loss is not reported
+
+
+@pytest.mark.parametrize("loss", ["sce", "nce_rce", "nce_mae", "agce", "aul", "bootstrap_soft", "bootstrap_hard"])
+def test_every_registry_loss_trains_with_finite_losses_and_loss_sums(loss):
+    summary, rows = run(parse_spec(dict(TINY, loss=loss, epochs=2, noise="uniform", noise_rate=0.2)))
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["loss_sum_mean"]) for r in rows)
+    assert summary["epochs_completed"] == 2

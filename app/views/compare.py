@@ -60,7 +60,7 @@ def view(ids: list[str], metric: str, by: str, smooth: float, raw: bool) -> None
         return
     values = cl.per_run_values(frame, metric, groups, smooth)
     raw_values = cl.per_run_values(frame, metric, groups, 0.0) if raw else None
-    colors = {g: charts.LOSS_COLORS[loss] for g, loss in cl.group_losses(specs, groups).items()}
+    colors = {g: charts.loss_color(loss) for g, loss in cl.group_losses(specs, groups).items()}
     fig = charts.band_figure(cl.aggregate(values), metric, raw=raw_values, revision=f"compare-{metric}", colors=colors)
     st.plotly_chart(fig, key=P + "chart", config=charts.png_config(f"gce-compare-{metric}"))
     st.caption("PNG: the camera icon at the chart's top right saves it. Thin lines are single runs (unsmoothed); the band is mean ± std over runs of a group.")

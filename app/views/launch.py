@@ -9,7 +9,6 @@ import streamlit as st
 from app import charts, ui, url_state
 from app import launch_form as lf
 from gce_core.data import DATASETS
-from gce_core.losses import LOSS_NAMES
 from gce_core.models import MODEL_NAMES
 from gce_core.noise import CLASS_MAP_NAMES, NOISE_KINDS
 from jobs.client import SubmitRefused
@@ -86,7 +85,7 @@ def form(teach: bool, data_root: str) -> tuple[bool, bool]:
         c2.number_input("Seeds per loss", min_value=1, max_value=10, step=1, key=P + "seeds", help="Runs per loss, for mean ± std over seeds.")
         c1.selectbox("Label noise", list(NOISE_KINDS), key=P + "noise", format_func=lambda n: lf.NOISE_LABELS[n])
         c2.slider("Noise rate η", 0.0, 0.95, step=0.05, key=P + "noise_rate", help="Share of training labels selected for corruption.")
-        st.pills("Losses to compare", list(LOSS_NAMES), selection_mode="multi", key=P + "losses", format_func=lambda x: lf.LOSS_LABELS[x])
+        st.pills("Losses to compare", list(lf.FORM_LOSSES), selection_mode="multi", key=P + "losses", format_func=lambda x: lf.LOSS_LABELS[x])
         c1, c2 = st.columns(2)
         c1.slider("q (Lq, truncated Lq)", 0.05, 1.0, step=0.05, key=P + "q", help="q → 0 is CCE, q = 1 is MAE/2. The paper uses 0.7.")
         c2.slider("k (truncated Lq threshold)", 0.05, 0.95, step=0.05, key=P + "k", help="Samples with f_y ≤ k are pruned at each w-step. The paper uses 0.5.")

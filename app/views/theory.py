@@ -10,9 +10,9 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, ui, url_state
+from app.launch_form import FORM_LOSSES
 from gce_core.bounds import excess_risk_bound, loss_bounds
 from gce_core.data import DATASETS
-from gce_core.losses import LOSS_NAMES
 
 P = "theory_"
 URL_KEYS = ("q", "c", "k", "rate", "run")
@@ -36,7 +36,7 @@ def seed_from_url(records) -> None:
 def bounds_table(c: int, qs: list[float], k: float, rate: float) -> pd.DataFrame:
     rows = []
     for q in sorted(qs):
-        for loss in LOSS_NAMES:
+        for loss in FORM_LOSSES:
             if loss in ("cce", "mae") and q != max(qs):
                 continue  # no q: list them once
             try:
@@ -66,7 +66,7 @@ def measured(client, records, run_id: str) -> None:
         st.info("This run has no finished epoch yet.")
         return
     try:
-        fig = charts.measured_loss_sum([r["epoch"] for r in rows], [r["loss_sum_mean"] for r in rows], spec.loss, c, spec.q, spec.k)
+        fig = charts.measured_loss_sum([r["epoch"] for r in rows], [r["loss_sum_mean"] for r in rows], spec.loss, c, **spec.loss_params())
     except ValueError as exc:
         st.warning(f"No band for this run: {exc}")
         return
