@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from gce_core.spec import load_stored_spec
+
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
 
@@ -45,7 +47,8 @@ def load_checkpoint(directory: str | os.PathLike, spec_json: str) -> dict[str, A
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format {state.get('format_version')} is not {FORMAT_VERSION}")
-    if state.get("spec") != spec_json:
+    if state.get("spec") != spec_json and load_stored_spec(state["spec"]) != load_stored_spec(spec_json):
+        # (the same text, or the same spec written by an older lab: fields added since are None)
         raise ValueError(f"{path} belongs to another run spec; use an empty folder for a new run")
     return state
 

@@ -150,9 +150,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     losses = [canonical_loss_name(x) for x in args.losses.split(",") if x.strip()]
     base = spec_from_args(args)
-    specs = [[base.model_copy(update={"loss": loss, "seed": base.seed + i}) for i in range(args.seeds)]
-             for loss in losses]
-    specs = [[parse_spec(s.to_dict()) for s in group] for group in specs]  # re-validate copies
+    specs = [[base.with_loss(loss, seed=base.seed + i) for i in range(args.seeds)] for loss in losses]
     noise = "no noise" if base.noise == "none" else f"{base.noise} noise {base.noise_rate:g}"
     print(f"{base.dataset}, {noise}, {base.model}, {base.epochs} epochs, {args.seeds} seed(s); "
           f"test accuracy % (mean ± std over seeds)", flush=True)

@@ -27,6 +27,7 @@ from gce_core.models import MODEL_NAMES
 from gce_core.noise import CLASS_MAP_NAMES, NOISE_KINDS, check_noise, default_class_map
 
 MAX_EPOCHS = 5000
+OTHER_LOSS_PARAMS = ("alpha", "beta", "A", "a", "p")  # None until validation fills the loss's default
 OPEN_SET_SOURCES = ("noise", "cifar10", "cifar100")
 
 
@@ -209,6 +210,20 @@ class RunSpec(BaseModel):
     def loss_label(self) -> str:
         """The loss and its parameters: 'lq q=0.7', 'sce alpha=0.1 beta=1 A=-4', 'cce'."""
         return " ".join([self.loss, *(f"{n}={v:g}" for n, v in self.loss_params().items())])
+
+    def with_loss(self, loss: str, **changes: Any) -> RunSpec:
+        """This spec with another loss (and ``changes``), validated. q and k carry over (the
+        paper's knobs, shared by its losses); the other loss parameters (OTHER_LOSS_PARAMS) belong
+        to this spec's loss, so another loss takes its own defaults for them: an sce grid's
+        beta = 1 must not become bootstrapping's beta."""
+        fields = self.to_dict()
+        try:
+            other = get_loss(loss).name != self.loss
+        except ValueError:  # an unknown name: parse_spec below refuses it, naming the field
+            other = True
+        if other:
+            fields.update(dict.fromkeys(OTHER_LOSS_PARAMS))
+        return parse_spec({**fields, "loss": loss, **changes})
 
     def label(self) -> str:
         """A short human label: 'lq q=0.7 | uniform 0.4 | seed 0'."""

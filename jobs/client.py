@@ -172,13 +172,17 @@ class LabClient:
             raise SubmitRefused(
                 "refused: the base spec has noise 'none', which ignores the noise rate; set its noise "
                 "kind (e.g. uniform) for a grid over noise rates", [("noise", "'none' with noise rates")])
-        fields = base.to_dict()
         specs = []
-        for loss in losses:
+        for i, loss in enumerate(losses):
+            try:
+                of_loss = base.with_loss(loss)
+            except SpecError as exc:  # named like submit_group's problems: the first run of that loss
+                first = i * len(noise_rates) * len(seeds)
+                raise _refusal([(f"runs[{first}].{field}", msg) for field, msg in exc.problems]) from None
             for rate in noise_rates:
                 for seed in seeds:
                     name = f"{base.name} [{loss}, {rate:g}, seed {seed}]" if base.name else ""
-                    specs.append({**fields, "loss": loss, "noise_rate": rate, "seed": seed, "name": name})
+                    specs.append({**of_loss.to_dict(), "noise_rate": rate, "seed": seed, "name": name})
         return self.submit_group(specs, owner=owner, group=group, tags=tags)
 
     # --- reading ------------------------------------------------------------------------------

@@ -277,3 +277,13 @@ def test_ten_concurrent_submitters_lose_nothing(client):
         assert sorted(stored[i].spec.seed for i in ids) == list(range(20))
         assert all(stored[i].owner == owner and stored[i].status == RunStatus.QUEUED for i in ids)
     assert parse_spec(TINY) == stored[submitted[0]].spec.model_copy(update={"seed": 0})
+
+
+def test_a_grid_over_losses_gives_each_loss_its_own_defaults_but_keeps_q(client):
+    base = {**TINY, "noise": "uniform", "loss": "sce", "beta": 0.5, "q": 0.3}
+    _, ids = client.submit_grid(base, losses=["sce", "bootstrap_soft", "truncated_lq"], noise_rates=[0.4],
+                                seeds=[0])
+    sce, boot, trunc = (client.get(i).spec for i in ids)
+    assert (sce.alpha, sce.beta, sce.A) == (0.1, 0.5, -4.0)  # the base's own loss keeps what it was given
+    assert boot.beta == 0.95 and boot.alpha is None  # not sce's beta: bootstrapping's default
+    assert (trunc.q, trunc.k, trunc.beta) == (0.3, 0.5, None)  # q carries over

@@ -150,3 +150,13 @@ def test_an_old_stored_spec_loads_unchanged():
         del old[name]  # written before these fields existed
     assert load_stored_spec(json.dumps(old)) == parse_spec(old) == parse_spec({"loss": "truncated_lq", "q": 0.8})
     assert load_stored_spec(json.dumps(old)).label() == "truncated_lq q=0.8 k=0.5 | clean | seed 0"
+
+
+def test_with_loss_resets_the_other_losses_parameters_and_keeps_q_and_k():
+    sce = parse_spec(dict(loss="sce", alpha=0.2, q=0.4))
+    assert sce.with_loss("sce", seed=3).alpha == 0.2 and sce.with_loss("sce", seed=3).seed == 3
+    nce = sce.with_loss("nce_rce")
+    assert (nce.alpha, nce.beta, nce.A, nce.q) == (1.0, 1.0, -4.0, 0.4)
+    assert sce.with_loss("bootstrap_hard").beta == 0.8
+    with pytest.raises(SpecError, match="loss"):
+        sce.with_loss("nope")

@@ -1,6 +1,7 @@
 """The trainer: learns, reports every metric, repeats itself, resumes exactly, prunes with ACS,
 trains from prebuilt data, and is a plain torch loop underneath."""
 
+import json
 import math
 
 import pytest
@@ -173,6 +174,20 @@ def test_checkpoint_of_another_spec_is_refused(tmp_path):
     run(parse_spec(dict(TINY, epochs=1)), checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="another run spec"):
         train(parse_spec(dict(TINY, epochs=1, seed=5)), checkpoint_dir=tmp_path)
+
+
+def test_a_checkpoint_written_before_fields_were_added_still_resumes(tmp_path):
+    spec = parse_spec(dict(TINY, epochs=2))
+    run(spec, should_stop=iter([False] * 7 + [True]).__next__, checkpoint_dir=tmp_path)  # stops in epoch 2
+    path = tmp_path / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)
+    old = json.loads(state["spec"])
+    for field in ("alpha", "beta", "A", "a", "p"):  # what an older lab wrote: no such fields
+        del old[field]
+    state["spec"] = json.dumps(old)
+    torch.save(state, path)
+    summary, rows = run(spec, checkpoint_dir=tmp_path)
+    assert [r["epoch"] for r in rows] == [2] and summary["epochs_completed"] == 2
 
 
 def test_truncated_lq_prunes_mostly_noisy_samples():
