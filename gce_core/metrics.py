@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 HIST_BINS = 20  # bins of f_y histograms over [0, 1]
 
-# The keys of one epoch's metrics row, in display order (docs/metrics.md explains each).
+# The keys of one epoch's metrics row, in display order (docs/library.md, "Metrics of an epoch", explains each).
 EPOCH_KEYS = (
     "epoch", "train_loss", "train_acc_noisy", "train_acc_clean", "memorised", "flipped_to_true",
     "val_acc", "test_acc", "lr", "seconds", "kept", "prune_precision", "prune_recall",

@@ -55,7 +55,7 @@ class SpecError(ValueError):
 
 
 class RunSpec(BaseModel):
-    """One training run. Every field has a default; see docs/spec.md for the full table."""
+    """One training run. Every field has a default; see docs/library.md, "The run spec", for the full table."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
