@@ -15,7 +15,7 @@ import pandas as pd
 
 from gce_core.losses import LOSS_NAMES
 from gce_core.metrics import summarize
-from gce_core.spec import RunSpec
+from gce_core.spec import OTHER_LOSS_PARAMS, RunSpec
 
 GROUP_BY = {
     "config": "configuration (seeds pooled)",
@@ -88,17 +88,18 @@ def group_labels(specs: Mapping[str, RunSpec], by: str) -> dict[str, str]:
     if by == "loss":
         return {i: _loss_label(s) for i, s in specs.items()}
     if by == "q":
-        return {i: f"q={s.q:g}" if s.loss in ("lq", "truncated_lq") else _loss_label(s) for i, s in specs.items()}
+        return {i: f"q={s.q:g}" if "q" in s.loss_params() else _loss_label(s) for i, s in specs.items()}
     if by == "noise_rate":
         return {i: _noise_label(s) for i, s in specs.items()}
     varying = [c for c in config_diff(specs).columns if c != "seed"]
+    of_loss = {"loss", "q", "k", *OTHER_LOSS_PARAMS}  # shown inside the loss's label
     labels = {}
     for i, s in specs.items():
-        parts = [_loss_label(s)] if {"loss", "q", "k"} & set(varying) else []
+        parts = [_loss_label(s)] if of_loss & set(varying) else []
         if {"noise", "noise_rate"} & set(varying):
             parts.append(_noise_label(s))
         d = s.to_dict()
-        parts += [f"{c}={d[c]}" for c in varying if c not in ("loss", "q", "k", "noise", "noise_rate")]
+        parts += [f"{c}={d[c]}" for c in varying if c not in of_loss | {"noise", "noise_rate"}]
         labels[i] = " | ".join(parts) or s.label().rsplit(" | seed", 1)[0]
     return labels
 
