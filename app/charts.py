@@ -18,8 +18,10 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import torch
 
 from gce_core.bounds import loss_bounds, lq_sum_bounds, mae_sum, truncated_lq_sum_bounds
+from gce_core.losses import get_loss
 from gce_core.metrics import HIST_BINS
 
 # key -> (axis title, shown in percent)
@@ -254,6 +256,25 @@ def gradient_weight(qs: Sequence[float]) -> go.Figure:
     for i, q in enumerate(sorted(qs)):
         fig.add_trace(go.Scatter(x=f, y=f**q, name=f"Lq  f_y^{q:g}", line={"color": _blue(i, len(qs))}))
     return _layout(fig, "Gradient weight: how much a sample pushes the model", "f_y (softmax probability of the label)", "weight on the CCE gradient", "theory-grad")
+
+
+def zoo_gradient_weight(names: Sequence[str]) -> go.Figure:
+    """The weight each loss of ``names`` (the registry's, at their defaults; those that depend
+    on f_y alone) puts on a sample's CCE gradient, against f_y, on a log scale: how hard a sample
+    pushes the model, relative to CCE (1 everywhere)."""
+    f = _fy_grid()
+    fig = go.Figure()
+    for i, name in enumerate(names):
+        loss = get_loss(name)
+        if loss.grad_weight is None:
+            continue
+        weight = loss.grad_weight(torch.as_tensor(f), **loss.defaults).numpy()
+        params = ", ".join(f"{n}={v:g}" for n, v in loss.defaults.items())
+        fig.add_trace(go.Scatter(x=f, y=np.clip(weight, 1e-6, None), name=f"{loss.label}  {params}".strip(),
+                                 line={"color": color_for(i)}))
+    fig.update_yaxes(type="log", range=[-3, 1.7])  # 0.001 to 50
+    return _layout(fig, "Gradient weight of each loss (its paper's defaults)", "f_y (softmax probability of the label)",
+                   "weight on the CCE gradient (log scale)", "theory-zoo")
 
 
 def bounds_vs_q(num_classes: int, k: float, marks: Sequence[float] = ()) -> go.Figure:

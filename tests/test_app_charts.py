@@ -93,3 +93,14 @@ def test_shade():
     assert charts.shade("#d62728", 0) == "#d62728"
     assert charts.shade("#000000", 1) == "#4c4c4c"
     assert charts.shade("#000000", 9) == charts.shade("#000000", 3)  # capped at 75% white
+
+
+def test_the_loss_zoo_gradient_weights_at_the_papers_defaults():
+    fig = charts.zoo_gradient_weight(["cce", "mae", "lq", "nce_mae", "aul"])
+    by_name = {t.name.split()[0]: t for t in fig.data}
+    assert set(by_name) == {"CCE", "MAE", "Lq", "AUL"}  # NCE+MAE looks at every output: no f_y curve
+    f = np.asarray(by_name["Lq"].x)
+    assert np.allclose(by_name["Lq"].y, f**0.7, rtol=1e-5)
+    assert np.allclose(by_name["MAE"].y, 2 * f, rtol=1e-5)
+    assert np.allclose(by_name["AUL"].y, f * (5.5 - f) ** 2, rtol=1e-4)  # f_y (a - f_y)^(p - 1)
+    assert fig.layout.yaxis.type == "log"

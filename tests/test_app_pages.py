@@ -237,18 +237,22 @@ def test_theory_page_figures_and_a_run_in_its_band(client):
     at = page(app(), "views/theory.py")
     no_errors(at)
     figs = chart_specs(at)
-    assert len(figs) == 3
+    assert len(figs) == 4  # loss, gradient weight, bounds, the loss zoo's gradient weights
     for fig in figs:
         assert_titled(fig)
+    assert len(figs[3]["data"]) == 7  # the losses that depend on f_y alone
+    zoo = at.dataframe[-1].value
+    assert len(zoo) == 11 and "for every output (symmetric)" in zoo.set_index("name").loc["nce_mae", "sum over the 10 labels"]
     at.number_input(key="theory_c").set_value(100).run()
     assert "100 labels" in chart_specs(at)[2]["layout"]["title"]["text"]
+    assert "sum over the 100 labels" in at.dataframe[-1].value.columns
     _, ids = submit_demo(client, losses=("lq",))
     train_queued(client, epochs=4)
     at = page(app(), "views/theory.py", {"run": ids[0], "q": "0.5,0.7"})
     no_errors(at)
     figs = chart_specs(at)
-    assert len(figs) == 4
-    run_fig = figs[3]
+    assert len(figs) == 5
+    run_fig = figs[4]
     assert_titled(run_fig)
     assert values(run_fig["data"][-1], "x") == [1, 2, 3, 4]
     assert at.pills(key="theory_qs").value == [0.5, 0.7]
