@@ -272,7 +272,7 @@ def zoo_gradient_weight(names: Sequence[str]) -> go.Figure:
         params = ", ".join(f"{n}={v:g}" for n, v in loss.defaults.items())
         fig.add_trace(go.Scatter(x=f, y=np.clip(weight, 1e-6, None), name=f"{loss.label}  {params}".strip(),
                                  line={"color": color_for(i)}))
-    fig.update_yaxes(type="log", range=[-3, 1.7])  # 0.001 to 50
+    fig.update_yaxes(type="log", range=[-3, 1.7], dtick=1)  # 0.001 to 50, a label a decade
     return _layout(fig, "Gradient weight of each loss (its paper's defaults)", "f_y (softmax probability of the label)",
                    "weight on the CCE gradient (log scale)", "theory-zoo")
 
