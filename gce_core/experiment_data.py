@@ -78,6 +78,9 @@ def build_experiment_data(spec: RunSpec, device: torch.device | str = "cpu") -> 
         y_clean[is_noisy] = NO_LABEL
     transition = realised_transition(y, y_noisy, c)
     tr, va = split_train_val(len(y), spec.val_fraction, spec.seed)
+    if len(va) == 0:  # the paper's model selection needs a validation set
+        raise ValueError(f"val_fraction {spec.val_fraction:g} of {len(y)} training images leaves no validation "
+                         f"image; use at least {1 / len(y):.2g} (the paper holds out 0.1)")
     mean = pixel_mean(x[tr])
     dev = torch.device(device)
 

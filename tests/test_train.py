@@ -324,3 +324,8 @@ def test_every_registry_loss_trains_with_finite_losses_and_loss_sums(loss):
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["loss_sum_mean"]) for r in rows)
     assert summary["epochs_completed"] == 2
+
+
+def test_a_validation_share_that_leaves_no_image_is_refused_saying_what_to_use():
+    with pytest.raises(ValueError, match=r"val_fraction 1e-09 of 400 training images leaves no validation image; use at least 0\.0025"):
+        train(parse_spec(dict(TINY, val_fraction=1e-9)))
