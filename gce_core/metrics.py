@@ -29,11 +29,6 @@ EPOCH_KEYS = (
 SUMMARY_KEYS = ("test_acc_at_best_val", "best_val_epoch", "last_test_acc", "best_test_acc")
 
 
-def _share(mask: torch.Tensor) -> float:
-    """Mean of a bool tensor as a float; NaN for an empty tensor."""
-    return float(mask.float().mean()) if mask.numel() else math.nan
-
-
 def training_pass_metrics(
     logits: torch.Tensor, y_noisy: torch.Tensor, y_clean: torch.Tensor, is_noisy: torch.Tensor
 ) -> dict[str, object]:
