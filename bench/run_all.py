@@ -68,6 +68,15 @@ READING = """## Reading the figures
   The lab steps torch's fused SGD kernel, the plain loop torch's default SGD.
 - **Lq against CCE.** Lq is computed from log-probabilities (`-expm1(q * log_softmax_y) / q`)
   with autograd's gradient: a few element-wise ops more than CCE's fused kernels.
+- **Why "completed" misses its target: the arithmetic of a digits run.** One step of the quick
+  preset's MLP (64-256-256-10, batch 128) is about 21.6 MFLOP forward and 39 MFLOP backward; a run
+  is 660 steps, about 40 GFLOP. One thread of this CPU does about 67 GFLOP/s on these matrix shapes
+  (measured on 2026-11-25), so a run cannot take less than about 0.6 s of pure arithmetic; measured
+  in a warm process it takes about 1.36 s on one thread (1.9 ms a step, 60 epochs, evaluation
+  included), and autograd's backward is 60% of it. Three runs on two slots are two run lengths
+  (about 2.7 s) before any orchestration; nine runs are five. torch.compile (inductor) made the
+  epoch no faster here (37 ms against 33 ms eager, same process, 20 alternating epochs). Reaching
+  2.5 s and 6 s would take hand-written kernels or a smaller preset, which the issue rules out.
 - **Threads and a shared machine.** With two vCPUs, two intra-op threads win only when both run
   on a core of their own; compare figures from the same run only.
 """
