@@ -295,3 +295,24 @@ def replace_open_set(
     is_replaced = torch.zeros(n, dtype=torch.bool)
     is_replaced[slots] = True
     return new_images, is_replaced
+
+
+# What each class map does, in words (for the lab's pages and the grid's table notes).
+CLASS_MAP_DESCRIPTIONS = {
+    "cifar10": "truck -> automobile, bird -> airplane, deer -> horse, cat <-> dog (the paper's)",
+    "cifar100_blocks": "each class flips to the next index within blocks of 5 consecutive class indices "
+                       "(0-4, 5-9, ...), circularly: the common code's map and the lab's default. CIFAR-100's "
+                       "fine labels are alphabetical, so these blocks are not the semantic super-classes",
+    "cifar100_superclass": "within each of the 20 semantic super-classes (aquatic mammals, fish, flowers, ...), "
+                           "each of its five classes flips to the next one, circularly: the paper's words",
+    "fashion_mnist": "ankle boot -> sneaker, sneaker -> sandal, pullover -> shirt, coat <-> dress "
+                     "(recalled, unverified)",
+    "next_class": "class i flips to class i + 1, circularly (the lab's choice where the paper gives no map)",
+}
+
+
+def class_map_description(name: str) -> str:
+    """One sentence on what class map ``name`` (one of CLASS_MAP_NAMES) does."""
+    if name not in CLASS_MAP_DESCRIPTIONS:
+        raise ValueError(f"unknown class map {name!r}; allowed: {', '.join(CLASS_MAP_NAMES)}")
+    return CLASS_MAP_DESCRIPTIONS[name]

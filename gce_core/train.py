@@ -6,7 +6,8 @@ truncated Lq times the ACS weights of the batch's training indices), autograd's 
 the step of a torch optimiser (SGD with the spec's momentum and weight decay, or Adam). The whole
 data set lives on the run's device as tensors; a batch is an index slice of the epoch's
 permutation, augmentation runs in batch on the device, and nothing in the loop waits for the
-host. On CUDA (``mixed_precision``) the model runs channels_last under bf16 autocast. With
+host. On CUDA (``mixed_precision``) the model runs channels_last, under bf16 autocast unless the
+spec's ``precision`` is float32 (the paper's arithmetic). With
 ``compile`` the training forward is torch.compile'd (``compile_model``); torch keeps the compiled
 graphs for the life of the process, so a later run of the same architecture and shapes in a
 long-lived process compiles nothing. Speed against a plain loop: bench/bench_trainer.py.
@@ -167,21 +168,29 @@ def restore_state(st: RunState, saved: dict, device: torch.device) -> None:
     st.best_model, st.history = saved["best_model"], list(saved["history"])
 
 
-def device_autocast(device: torch.device):
-    """bf16 autocast on the accelerator path (``mixed_precision``), a no-op context elsewhere
+def device_autocast(device: torch.device, precision: str = "bf16"):
+    """bf16 autocast on the accelerator path (``mixed_precision``) when the run's ``precision``
+    (RunSpec.precision) is "bf16"; a no-op context for "float32" and off the accelerator path
     (a disabled torch.autocast still costs about 2% of a digits epoch)."""
-    if not mixed_precision(device):
+    if precision == "float32" or not mixed_precision(device):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def effective_precision(spec: RunSpec, device: torch.device) -> str:
+    """The arithmetic a run of ``spec`` on ``device`` used: its precision on the accelerator
+    path, float32 elsewhere. Recorded in the run's summary."""
+    return spec.precision if mixed_precision(device) else "float32"
+
+
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, device: torch.device,
+                   precision: str = "bf16") -> torch.Tensor:
     """Logits (N, C) in float32 for images x (N, C, H, W), in eval mode, EVAL_BATCH at a time."""
     was_training = model.training
     model.eval()
     try:
-        with device_autocast(device):
+        with device_autocast(device, precision):
             chunks = [model(x[s : s + EVAL_BATCH]).float() for s in range(0, x.shape[0], EVAL_BATCH)]
     finally:
         model.train(was_training)
@@ -202,7 +211,7 @@ def acs_step(spec: RunSpec, st: RunState, data: ExperimentData, device: torch.de
     if st.best_model is not None:
         model = copy.deepcopy(st.model)
         model.load_state_dict(st.best_model)
-    logits = predict_logits(model, data.x_train, device)
+    logits = predict_logits(model, data.x_train, device, spec.precision)
     st.weights = acs_weights(logits, data.y_train, spec.k)
 
 
@@ -243,7 +252,7 @@ def train_one_epoch(
             xb = augment.crop_and_flip(xb, offsets[idx], flips[idx])
         if mixed_precision(device):
             xb = xb.contiguous(memory_format=torch.channels_last)
-        with device_autocast(device):
+        with device_autocast(device, spec.precision):
             logits = model(xb)
         values = st.criterion(logits, data.y_train[idx])
         if st.weights is not None:
@@ -259,8 +268,8 @@ def train_one_epoch(
 
 def evaluate_epoch(spec: RunSpec, st: RunState, data: ExperimentData, device: torch.device) -> dict:
     """val_acc, test_acc and loss_sum_mean of the model after an epoch."""
-    val_logits = predict_logits(st.model, data.x_val, device)
-    test_logits = predict_logits(st.model, data.x_test, device)
+    val_logits = predict_logits(st.model, data.x_val, device, spec.precision)
+    test_logits = predict_logits(st.model, data.x_test, device, spec.precision)
     return evaluation_metrics(spec, val_logits, data.y_val, test_logits, data.y_test)
 
 
@@ -325,6 +334,7 @@ def run_summary(spec: RunSpec, st: RunState, data: ExperimentData, device, stopp
         "epochs_completed": st.epoch,
         "stopped": stopped,
         "device": str(device),
+        "precision": effective_precision(spec, device),
         "realised_noise_rate": data.realised_rate,
         "loss_formula": spec.loss_formula,
     }
