@@ -147,6 +147,7 @@ class Grid:
             fields = dict(self.overrides, loss=loss, noise=kind, noise_rate=rate)
             where = f"{dataset}, {loss}, {kind} {rate:g}"
             for seed in self.seeds:
+                fields["name"] = f"{self.label}: {where}, seed {seed}"
                 try:
                     if self.preset is None:
                         spec = parse_spec({**fields, "dataset": dataset, "seed": seed})

@@ -1,4 +1,4 @@
-"""Command line of the job runner: `python -m jobs submit|list|show|logs|cancel|export|worker`.
+"""Command line of the job runner: `python -m jobs submit|list|show|logs|cancel|export|worker|grid`.
 
 The database is $GCE_LAB_DB_URL (default: the SQLite file in $GCE_LAB_HOME, ~/.gce_lab), or
 --db URL. Bad input gets one line per problem on stderr and exit code 2, never a traceback.
@@ -284,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between supervisor steps (default: 0.05; an idle step is one read of the queue)")
     p.add_argument("--until-idle", action="store_true", help="exit once no run is waiting or running (default: no)")
     p.set_defaults(func=cmd_worker)
+
+    from jobs.grid import add_grid_parser  # the paper's grid: jobs/grid.py
+
+    add_grid_parser(sub, add_spec_options)
     return parser
 
 
