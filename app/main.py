@@ -65,6 +65,7 @@ pages = [
     st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),
     st.Page("views/runs.py", title="Runs", icon=":material/monitoring:"),
     st.Page("views/compare.py", title="Compare", icon=":material/stacked_line_chart:"),
+    st.Page("views/paper_table.py", title="Paper table", icon=":material/table_chart:"),
     st.Page("views/theory.py", title="Theory", icon=":material/functions:"),
     st.Page("views/insight.py", title="Noise insight", icon=":material/insights:"),
 ]
