@@ -139,10 +139,11 @@ class Grid:
                 for kind, rates in self.noises for rate in rates]
 
     def specs(self) -> list[RunSpec]:
-        """Every run of the grid, validated, in cell order then seed. SpecError names the cell of
-        each problem (deduplicated), so a grid is refused whole, before anything is queued."""
+        """Every run of the grid, validated, in cell order then seed. SpecError names the first
+        cell of each problem and how many more have it, so a grid is refused whole, before
+        anything is queued."""
         out: list[RunSpec] = []
-        problems: list[tuple[str, str]] = []
+        problems: dict[tuple[str, str], list[str]] = {}  # (field, message) -> the cells
         for dataset, loss, kind, rate in self.cells():
             fields = dict(self.overrides, loss=loss, noise=kind, noise_rate=rate)
             where = f"{dataset}, {loss}, {kind} {rate:g}"
@@ -154,13 +155,13 @@ class Grid:
                     else:
                         spec = from_preset(self.preset, dataset, **fields, seed=seed)
                 except SpecError as exc:
-                    for f, m in exc.problems:
-                        if (f"{where}: {f}", m) not in problems:
-                            problems.append((f"{where}: {f}", m))
+                    for problem in exc.problems:
+                        problems.setdefault(problem, []).append(where)
                     break
                 out.append(spec)
         if problems:
-            raise SpecError(problems)
+            raise SpecError([(f"{cells[0]}{f' and {len(cells) - 1} more cells' if len(cells) > 1 else ''}: {f}", m)
+                             for (f, m), cells in problems.items()])
         return out
 
     def name(self) -> str:
