@@ -16,7 +16,7 @@ import torch
 from gce_core.data import DATASETS
 from gce_core.models import flops_hint
 from gce_core.noise import expected_transition
-from gce_core.spec import RunSpec, SpecError, parse_spec, preset_fields
+from gce_core.spec import RunSpec, SpecError, parse_spec, preset_fields, scale_schedule
 
 # The form offers the paper's four losses: it has widgets for q and k only. The other registry
 # losses are selectable through a spec, `python -m gce_core` and `python -m jobs submit`.
@@ -131,6 +131,8 @@ def choices_from_preset(key: str) -> LaunchChoices:
         raise ValueError(f"unknown preset {key!r}; allowed: {', '.join(PRESETS)}")
     p = PRESETS[key]
     fields = preset_fields(p.preset, p.dataset)  # validated below, through the specs
+    if "epochs" in p.overrides:  # the preset's schedule at the same fractions of the run
+        fields = scale_schedule(fields, p.overrides["epochs"])
     base = {k: v for k, v in fields.items() if k in _CHOICE_FIELDS}
     extra = {k: v for k, v in fields.items() if k not in _CHOICE_FIELDS and k != "dataset"}
     defaults = RunSpec().to_dict()

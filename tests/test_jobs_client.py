@@ -280,7 +280,7 @@ def test_ten_concurrent_submitters_lose_nothing(client):
 
 
 def test_a_grid_over_losses_gives_each_loss_its_own_defaults_but_keeps_q(client):
-    base = {**TINY, "noise": "uniform", "loss": "sce", "beta": 0.5, "q": 0.3}
+    base = {**TINY, "noise": "uniform", "loss": "sce", "beta": 0.5, "q": 0.3, "prune_start": 2}
     _, ids = client.submit_grid(base, losses=["sce", "bootstrap_soft", "truncated_lq"], noise_rates=[0.4],
                                 seeds=[0])
     sce, boot, trunc = (client.get(i).spec for i in ids)
