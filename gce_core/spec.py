@@ -101,8 +101,8 @@ class RunSpec(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds the noise, the split, the init and the data order")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["bf16", "float32"] = Field(
-        "bf16", description="arithmetic on CUDA: bf16 (autocast, about twice as fast) or float32 (as the paper "
-        "ran); CPU runs always compute in float32")
+        "bf16", description="arithmetic on CUDA: bf16 (autocast, faster) or float32 (as the paper ran); CPU "
+        "runs always compute in float32")
     compile: bool = Field(False, description="torch.compile the model's training forward (pays off on CUDA for "
                           "long runs; a long-lived run process keeps the compiled graphs for its later runs of "
                           "the same shapes)")

@@ -17,6 +17,7 @@ from gce_core.spec import (
     from_preset,
     load_stored_spec,
     parse_spec,
+    preset_datasets,
     preset_fields,
     scale_schedule,
 )
@@ -81,6 +82,7 @@ def test_a_cpu_run_records_float32_whatever_the_spec_asks():
 # --- the paper preset and digits -----------------------------------------------------------------
 def test_the_paper_preset_is_not_offered_for_digits_and_says_why():
     assert "digits" not in PRESETS["paper"] and "digits" in PRESETS["quick"]
+    assert preset_datasets("paper") == ("fashion_mnist", "cifar10", "cifar100")
     with pytest.raises(SpecError) as err:
         from_preset("paper", "digits")
     field, message = err.value.problems[0]
