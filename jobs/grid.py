@@ -238,7 +238,7 @@ def grid_from_args(args: argparse.Namespace) -> Grid:
     missing = [f"--{n}" for n in ("datasets", "noises", "losses") if getattr(args, n) is None]
     if missing:
         raise UsageError(f"give --paper table1|table3, or every axis: {', '.join(missing)} missing")
-    return Grid.make(**{**changes, "seeds": args.seeds or 1}, label="grid")
+    return Grid.make(**{**changes, "seeds": 1 if args.seeds is None else args.seeds}, label="grid")
 
 
 def write_tables(table: GridTable, prefix: Path, title: str) -> list[Path]:

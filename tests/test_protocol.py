@@ -91,10 +91,18 @@ def test_the_paper_preset_is_not_offered_for_digits_and_says_why():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_the_quick_digits_preset_shows_the_papers_ordering_at_40_percent_uniform():
-    """Measured (seeds 0-2): best-validation test accuracy CCE 94.72 / 96.11 / 92.78, Lq 95.56 /
-    96.11 / 96.39; last epoch CCE 70.0 / 68.1 / 61.7, Lq 95.0 / 96.1 / 96.4. Seed 0 here."""
-    cce, lq = (train(from_preset("quick", "digits", noise="uniform", noise_rate=0.4, loss=loss)) for loss in ("cce", "lq"))
+    """Measured on one torch thread (seeds 0-2): best-validation test accuracy CCE 94.72 / 96.11 /
+    92.78, Lq 95.56 / 96.11 / 96.39; last epoch CCE 70.0 / 68.1 / 61.7, Lq 95.0 / 96.1 / 96.4.
+    Seed 0 here, on one thread (about 10 s a run on an idle core)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cce, lq = (train(from_preset("quick", "digits", noise="uniform", noise_rate=0.4, loss=loss))
+                   for loss in ("cce", "lq"))
+    finally:
+        torch.set_num_threads(threads)
     assert lq["test_acc_at_best_val"] >= cce["test_acc_at_best_val"]
     assert lq["last_test_acc"] > cce["last_test_acc"] + 0.15  # CCE memorises the noise, Lq does not
 
