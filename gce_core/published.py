@@ -3,7 +3,8 @@ epoch, mean and standard deviation over 5 runs, ResNet-34 (Zhang & Sabuncu, Neur
 
 Every row says where it comes from. Means are the paper's Table 1, as checked against ELR (Liu
 et al., NeurIPS 2020, Table 1), which reprints them; a standard deviation is given only where
-we have one (ELR's Table 1 for CIFAR-10), else it is None. Rows marked ``verified=False`` are
+one is recalled (ELR's Table 1 for CIFAR-10; the stds are not in our reference copy and were not
+checked against the paper, the source note says so), else it is None. Rows marked ``verified=False`` are
 recalled, not checked against a copy of the paper: shown for orientation, flagged wherever
 shown. Fashion-MNIST and the open-set Table 3 have no numbers here yet: a grid over them shows
 its own numbers with the paper's column empty. Source: docs/library.md, "The paper's grid".
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 
 PAPER = "Zhang & Sabuncu, NeurIPS 2018"
 _T1 = f"{PAPER}, Table 1 (checked against ELR, Liu et al., NeurIPS 2020, Table 1)"
-_T1_STD = f"{PAPER}, Table 1; std from its reprint in ELR (Liu et al., NeurIPS 2020), Table 1"
+_T1_STD = (f"{PAPER}, Table 1; std recalled from its reprint in ELR (Liu et al., NeurIPS 2020), Table 1, "
+           "not checked against a copy")
 _RECALLED = f"{PAPER}, Table 1, recalled and not checked against the paper (orientation only)"
 
 
