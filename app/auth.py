@@ -144,4 +144,13 @@ class Throttle:
             self._recent.clear()
 
 
+def client_address() -> str | None:
+    """The address of the browser running this Streamlit script; None for this machine (and
+    where there is no real connection, as under AppTest)."""
+    import streamlit as st
+
+    address = st.context.ip_address
+    return address if isinstance(address, str) and address else None
+
+
 THROTTLE = Throttle()  # the server's one counter: the page scripts of every session share it

@@ -58,7 +58,7 @@ def password_gate(password: str | None) -> None:
         given = st.text_input("Password", type="password", key="main_password")
         submitted = st.form_submit_button("Enter", type="primary")
     if submitted:
-        attempt = auth.THROTTLE.attempt(st.context.ip_address, given, password)
+        attempt = auth.THROTTLE.attempt(auth.client_address(), given, password)
         if attempt.ok:
             st.session_state["main_auth_ok"] = True
             st.session_state.pop("main_password", None)

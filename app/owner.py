@@ -115,7 +115,9 @@ def current_owner() -> str:
     """The owner of the browser running this Streamlit script (see the module docstring)."""
     import streamlit as st
 
-    return owner_for(dict(st.context.cookies), st.context.ip_address)
+    from app.auth import client_address
+
+    return owner_for(dict(st.context.cookies), client_address())
 
 
 # --- caps ------------------------------------------------------------------------------------------
