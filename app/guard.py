@@ -16,7 +16,6 @@ configured public name (a reverse proxy that rewrites Host). Anything else gets 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -110,9 +109,9 @@ def _header(scope: dict, name: bytes) -> str | None:
 class LabGuard:
     """ASGI middleware: refuse HTTP requests and websockets whose Host or Origin is not the lab
     (403, nothing else runs), and give a browser without a valid owner cookie a new one on the
-    HTML page it loads. ``rules`` and ``cookie`` default to the lab's settings."""
+    HTML page it loads. ``rules`` default to the server's address and $GCE_LAB_PUBLIC_HOST."""
 
-    def __init__(self, app, rules: HostRules | None = None, cookie: Iterable | None = None):
+    def __init__(self, app, rules: HostRules | None = None):
         from app import owner
         from app.settings import public_hosts
 
