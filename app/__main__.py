@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import errno
 import os
 import pathlib
 import signal
@@ -127,6 +128,8 @@ def port_problem(address: str, port: int) -> str | None:
             s.bind((address, port))
         except OSError as exc:
             problem = f"cannot listen on {address}:{port} ({exc.strerror})"
+            if exc.errno != errno.EADDRINUSE:  # an address not on this machine, a privileged port
+                return f"{problem}; check --address and --port."
         else:
             return None
     holders = port_holders(port)

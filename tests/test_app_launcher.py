@@ -129,6 +129,7 @@ def test_a_held_port_names_the_process_that_holds_it(lab_home):
         problem = launcher.port_problem("127.0.0.1", port)
         assert problem.startswith(f"cannot listen on 127.0.0.1:{port} (Address already in use): process {holder.pid} holds it, another program")
         assert f"`kill {holder.pid}`" in problem
+        assert launcher.port_problem("192.0.2.1", port) == f"cannot listen on 192.0.2.1:{port} (Cannot assign requested address); check --address and --port."
     finally:
         holder.kill()
         holder.wait()
