@@ -85,5 +85,6 @@ def test_teaching_mode_shows_this_browsers_runs_first(client):
     at = page(app({"teach": "1"}), "views/runs.py", {"teach": "1"})
     shown = list(at.dataframe[0].value["id"])
     assert set(shown[:2]) == set(mine) and set(shown[2:]) == set(theirs)
+    assert set(at.multiselect(key="runs_selected").value) == set(mine)  # its own newest group, plotted
     plain = page(app(), "views/runs.py")
     assert set(list(plain.dataframe[0].value["id"])[:3]) == set(theirs)  # newest first otherwise

@@ -25,7 +25,8 @@ def seed_from_url(client) -> None:
         last = st.session_state.get("launch_last")
         ids = last["ids"] if last else []
     if not ids:
-        newest = client.list_runs(limit=1)
+        mine = client.list_runs(owner=owner.current_owner(), limit=1) if ui.teaching() else []
+        newest = mine or client.list_runs(limit=1)  # in teaching mode this browser's newest group
         if newest and newest[0].group:
             ids = [r.id for r in client.list_runs(group=newest[0].group, limit=12)]
     ui.seed({
