@@ -5,9 +5,9 @@ Start it with `python -m app` (worker and server together) or `make run`.
 
 from __future__ import annotations
 
+import math
 import pathlib
 import sys
-import time
 
 # `streamlit run app/main.py` puts app/ on sys.path, not the project root that holds `app`.
 _ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
@@ -16,7 +16,8 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app import auth, ui  # noqa: E402
+from app import auth, guard, ui  # noqa: E402
+from app.settings import public_hosts  # noqa: E402
 from app.url_state import get_bool  # noqa: E402
 
 st.set_page_config(page_title="GCE Lab", page_icon=":material/science:", layout="wide")
@@ -33,8 +34,23 @@ def bind_guard(password: str | None) -> None:
         st.stop()
 
 
+def host_guard() -> None:
+    """Refuse to run a page for a websocket whose Host or Origin is not the lab (DNS rebinding),
+    for a `streamlit run app/main.py` started by hand; `python -m app` serves app/serve.py, whose
+    middleware refuses such requests before Streamlit sees them."""
+    headers = st.context.headers
+    if "Host" not in headers:
+        return  # not a browser's connection (AppTest)
+    rules = guard.HostRules(st.get_option("server.address") or "", public_hosts())
+    reason = rules.refusal(headers.get("Host"), headers.get("Origin"))
+    if reason:
+        st.error(reason)
+        st.stop()
+
+
 def password_gate(password: str | None) -> None:
-    """With a password configured, nothing below runs until this session has entered it."""
+    """With a password configured, nothing below runs until this session has entered it.
+    Wrong passwords are counted per client address and over the lab (``auth.THROTTLE``)."""
     if not password or st.session_state.get("main_auth_ok"):
         return
     st.title("GCE Lab")
@@ -42,18 +58,19 @@ def password_gate(password: str | None) -> None:
         given = st.text_input("Password", type="password", key="main_password")
         submitted = st.form_submit_button("Enter", type="primary")
     if submitted:
-        if auth.password_ok(given, password):
+        attempt = auth.THROTTLE.attempt(auth.client_address(), given, password)
+        if attempt.ok:
             st.session_state["main_auth_ok"] = True
             st.session_state.pop("main_password", None)
             st.rerun()
-        failures = st.session_state.get("main_auth_failures", 0) + 1
-        st.session_state["main_auth_failures"] = failures
-        time.sleep(auth.failure_delay(failures))
-        st.error("Wrong password.")
+        st.error(attempt.message())
+        if attempt.checked and attempt.wait > 0:
+            st.caption(f"{attempt.failures} wrong passwords in a row from your address: the next try is heard in {math.ceil(attempt.wait)} s.")
     st.stop()
 
 
 cfg = ui.settings()
+host_guard()
 bind_guard(cfg.password)
 password_gate(cfg.password)
 

@@ -4,7 +4,8 @@
 |--------------------------|--------------|----------------------------------------------------------|
 | GCE_LAB_PASSWORD         | unset        | password the lab asks for (also ``password`` in secrets)  |
 | GCE_LAB_TEACHING         | 0            | 1: teaching mode for everyone (advanced controls hidden) |
-| GCE_LAB_SESSION_CAP      | 24           | most runs one browser session may have queued or running |
+| GCE_LAB_SESSION_CAP      | 24           | most runs one browser may have queued or running         |
+| GCE_LAB_PUBLIC_HOST      | unset        | names (comma-separated) the lab answers to besides loopback |
 | GCE_LAB_REFRESH_SECONDS  | 2            | live curves refresh period while runs are active         |
 | GCE_LAB_HOME             | ~/.gce_lab   | the store (read by ``jobs``)                              |
 | GCE_LAB_DB_URL           | unset        | a database URL instead of the sqlite file (``jobs``)     |
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -28,6 +30,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 DEFAULT_SESSION_CAP = 24
 DEFAULT_REFRESH_SECONDS = 2.0
 PASSWORD_ENV = "GCE_LAB_PASSWORD"
+PUBLIC_HOST_ENV = "GCE_LAB_PUBLIC_HOST"
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SECRETS_FILES = tuple(dict.fromkeys((  # where Streamlit looks for secrets (global first), and the project's
     pathlib.Path.home() / ".streamlit" / "secrets.toml",
@@ -86,6 +90,25 @@ def configured_password(
     """$GCE_LAB_PASSWORD if set and not empty, else ``password`` from Streamlit secrets."""
     env = os.environ if env is None else env
     return env.get(PASSWORD_ENV) or secrets_password(files)
+
+
+def public_hosts(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The names in $GCE_LAB_PUBLIC_HOST (comma-separated), lower case; ValueError for one that
+    is not a host name."""
+    env = os.environ if env is None else env
+    names = []
+    for raw in (env.get(PUBLIC_HOST_ENV) or "").split(","):
+        name = raw.strip().lower().rstrip(".")
+        if not name:
+            continue
+        if not _HOSTNAME.match(name):
+            shown = raw.strip() if len(raw.strip()) <= 100 else raw.strip()[:100] + "..."
+            raise ValueError(
+                f"{PUBLIC_HOST_ENV}: {shown!r} is not a host name; give names like lab.example.org, "
+                "comma-separated (no scheme, port or path)"
+            )
+        names.append(name)
+    return tuple(dict.fromkeys(names))
 
 
 def load_settings(

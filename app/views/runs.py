@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import charts, ui, url_state
+from app import charts, owner, ui, url_state
 from app import compare_logic as cl
 from app import runs_logic as rl
+from jobs.client import check_tags
 from jobs.status import RunStatus
 
 P = "runs_"
@@ -24,7 +25,8 @@ def seed_from_url(client) -> None:
         last = st.session_state.get("launch_last")
         ids = last["ids"] if last else []
     if not ids:
-        newest = client.list_runs(limit=1)
+        mine = client.list_runs(owner=owner.current_owner(), limit=1) if ui.teaching() else []
+        newest = mine or client.list_runs(limit=1)  # in teaching mode this browser's newest group
         if newest and newest[0].group:
             ids = [r.id for r in client.list_runs(group=newest[0].group, limit=12)]
     ui.seed({
@@ -48,6 +50,35 @@ def filters(client) -> dict:
     }
 
 
+def act(calls: list, what: str) -> None:
+    """Run store actions (``(function, run id)`` pairs), keep what failed for the next run to show
+    (st.rerun erases what this run drew), then rerun so the page follows."""
+    failed = []
+    for action, run_id in calls:
+        try:
+            action()
+        except (KeyError, ValueError) as exc:
+            failed.append(f"Could not {what} run {run_id}: {exc}")
+    st.session_state[P + "errors"] = failed
+    st.rerun()
+
+
+def show_errors() -> None:
+    """The errors of the last action (kept over its rerun), once."""
+    for message in st.session_state.pop(P + "errors", []):
+        st.error(ui.md_escape(message))
+
+
+def tags_problem(tags: list[str]) -> str | None:
+    if not tags:
+        return "Type one or more tags, separated by commas."
+    try:
+        check_tags(tags)
+    except ValueError as exc:
+        return f"Not tagged: {exc}."
+    return None
+
+
 def actions(client, chosen: list, teach: bool) -> None:
     if not chosen:
         st.caption("Select runs above to plot them and to act on them.")
@@ -55,34 +86,30 @@ def actions(client, chosen: list, teach: bool) -> None:
     busy = rl.cancellable(chosen)
     cols = st.columns([1, 1, 1, 3] if not teach else [1, 5])
     if cols[0].button(f"Cancel ({len(busy)})", key=P + "cancel", disabled=not busy, help="Stop queued or running runs; finished ones are not touched."):
-        for run_id in busy:
-            ui.guarded(lambda run_id=run_id: client.cancel(run_id), f"cancel run {run_id}")
-        st.rerun()
+        act([(lambda run_id=run_id: client.cancel(run_id), run_id) for run_id in busy], "cancel")
     if teach:
         return
     archive = not all(r.archived for r in chosen)
     if cols[1].button("Archive" if archive else "Unarchive", key=P + "archive", help="Archived runs are hidden unless 'Archived too' is on."):
-        for r in chosen:
-            ui.guarded(lambda r=r: client.archive(r.id, archived=archive), f"archive run {r.id}")
-        st.rerun()
+        act([(lambda r=r: client.archive(r.id, archived=archive), r.id) for r in chosen], "archive" if archive else "unarchive")
     with cols[2].popover("Delete"):
         ok, busy_ids = rl.deletable(chosen)
         st.write(f"Delete {len(ok)} finished run(s) and their metrics for good?")
         if busy_ids:
             st.caption(f"{len(busy_ids)} run(s) still active: cancel them first.")
         if st.button("Delete for good", key=P + "delete", type="primary", disabled=not ok):
-            for run_id in ok:
-                ui.guarded(lambda run_id=run_id: client.delete(run_id), f"delete run {run_id}")
             st.session_state.pop(P + "selected", None)
-            st.rerun()
+            act([(lambda run_id=run_id: client.delete(run_id), run_id) for run_id in ok], "delete")
     with cols[3].form(P + "tag_form", border=False):
         t1, t2 = st.columns([3, 1], vertical_alignment="bottom")
         text = t1.text_input("Tags (comma-separated)", key=P + "tags", placeholder="baseline, paper")
-        if t2.form_submit_button("Add tags") and rl.parse_tags(text):
-            for r in chosen:
-                tags = sorted({*r.tags, *rl.parse_tags(text)})
-                ui.guarded(lambda r=r, tags=tags: client.tag(r.id, tags), f"tag run {r.id}")
-            st.rerun()
+        if t2.form_submit_button("Add tags"):
+            new = rl.parse_tags(text)
+            problem = tags_problem(new)
+            if problem:
+                st.error(ui.md_escape(problem))  # no rerun: it stays
+            else:
+                act([(lambda r=r: client.tag(r.id, sorted({*r.tags, *new})), r.id) for r in chosen], "tag")
 
 
 COLUMNS = {
@@ -101,7 +128,7 @@ COLUMNS = {
 def live(run_filter: dict, selected: list[str], metric: str, signature: tuple) -> None:
     """The refreshing part: table and curves (re-run alone every few seconds)."""
     client = ui.client()
-    records = client.list_runs(**run_filter, limit=200)
+    records = listed(client, run_filter)
     if rl.status_signature(records) != signature:
         st.rerun()  # a run started, finished or was archived: the action buttons must follow
     table = rl.runs_table(records, selected)
@@ -126,10 +153,22 @@ def live(run_filter: dict, selected: list[str], metric: str, signature: tuple) -
                 st.code(r.error, language=None)
 
 
+def listed(client, run_filter: dict) -> list:
+    """The runs to show, newest first; in teaching mode this browser's own runs come first (a
+    class's runs do not bury each other)."""
+    records = client.list_runs(**run_filter, limit=200)
+    if not ui.teaching():
+        return records
+    me = owner.current_owner()
+    mine = client.list_runs(**run_filter, owner=me, limit=200)
+    return owner.own_first(mine + [r for r in records if r.owner != me], me)[:200]
+
+
 client = ui.client()
 cfg = ui.settings()
 teach = ui.teaching()
 st.title("Runs")
+show_errors()
 if ui.entered() or P + "metric" not in st.session_state:
     seed_from_url(client)
 
@@ -139,7 +178,7 @@ if client.count_runs(include_archived=True) == 0:
     st.stop()
 
 run_filter = filters(client)
-records = client.list_runs(**run_filter, limit=200)
+records = listed(client, run_filter)
 c1, c2 = st.columns([4, 2])
 with c1:
     selected = ui.pick_runs("Runs to plot and act on", P + "selected", records)
