@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.stamp-run
 TEST_STAMP := $(VENV)/.stamp-test
 
-.PHONY: run test lint lint-docker unit bench clean-venv demo e2e-deps postgres-deps
+.PHONY: run test lint lint-docker unit bench clean-venv demo e2e-deps postgres-deps docker-deps docker-test
 
 $(RUN_STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,10 +24,12 @@ run: $(RUN_STAMP)
 	$(BIN)/python -m app
 
 ## make test: lint (Python and the Dockerfile), then the whole test suite (browser tests need
-## Debian's chromium, the PostgreSQL store tests Debian's postgresql; both installed when root).
-test: $(TEST_STAMP) e2e-deps postgres-deps lint-docker
+## Debian's chromium, the PostgreSQL store tests Debian's postgresql, the compose checks podman;
+## all installed when root), then the image built and run with podman (make docker-test).
+test: $(TEST_STAMP) e2e-deps postgres-deps docker-deps lint-docker
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory docker-test
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
@@ -48,6 +50,16 @@ postgres-deps:
 
 lint-docker: $(TEST_STAMP)
 	$(BIN)/hadolint Dockerfile
+
+# Podman (Debian's) for the compose checks in tests/test_docker.py and for make docker-test;
+# installed when missing and we are root, else both skip and say why.
+docker-deps:
+	@bash docker/test.sh --install-only
+
+## make docker-test: build the image (from a Debian base made here with debootstrap) and run it
+## as docs/docker.md says: health check, page, a digits comparison, volumes, stop and restart.
+docker-test: docker-deps
+	@bash docker/test.sh
 
 bench: $(RUN_STAMP)
 	$(BIN)/python -m bench.run_all
