@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, or_, select, update
 
 from jobs.schema import runs
 from jobs.status import CLAIMABLE
@@ -26,15 +26,22 @@ def _take(conn: Connection, run_id: str, values: Mapping[str, Any]) -> bool:
     return won.rowcount == 1
 
 
-def claim_oldest(conn: Connection, values: Mapping[str, Any]) -> str | None:
-    """Take the oldest waiting run, setting ``values`` (status running, a claim token, ...) on it;
-    its id, or None if nothing waits."""
+def ready(now: float | None):
+    """Waiting runs that may be taken at ``now``: not backing off after a storage fault."""
+    if now is None:
+        return runs.c.status.in_(_WAITING)
+    return runs.c.status.in_(_WAITING) & or_(runs.c.not_before.is_(None), runs.c.not_before <= now)
+
+
+def claim_oldest(conn: Connection, values: Mapping[str, Any], now: float | None = None) -> str | None:
+    """Take the oldest waiting run (at ``now``, one whose storage-fault back-off is over), setting
+    ``values`` (status running, a claim token, ...) on it; its id, or None if nothing waits."""
     # PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent supervisors each lock a different
     # candidate instead of queueing on the same row; SQLite ignores it (BEGIN IMMEDIATE
     # already serialises writers).
     candidate = (
         select(runs.c.id)
-        .where(runs.c.status.in_(_WAITING))
+        .where(ready(now))
         .order_by(*_ORDER)
         .limit(1)
         .with_for_update(skip_locked=True)

@@ -18,6 +18,8 @@ second lab on the same machine only has to set them.
 | GCE_LAB_CANCEL_GRACE_S          | 5                               | wait before SIGTERM on cancel |
 | GCE_LAB_KILL_GRACE_S            | 5                               | wait after SIGTERM for SIGKILL|
 | GCE_LAB_CANCEL_POLL_S           | 0.5                             | cancel-flag reads, at most    |
+| GCE_LAB_STORAGE_RETRY_S         | 5                               | wait after a storage fault    |
+| GCE_LAB_STORAGE_RETRY_MAX_S     | 300                             | longest such wait (doubling)  |
 | GCE_LAB_EXECUTOR                | local                           | where runs go: local or ray   |
 | GCE_LAB_RAY_ADDRESS             | unset (Ray's own default)       | the Ray cluster, host:port    |
 """
@@ -137,6 +139,8 @@ class SupervisorSettings:
     kill_grace_s: float = 5.0  # GCE_LAB_KILL_GRACE_S: SIGTERM not honoured -> SIGKILL
     cancel_poll_s: float = 0.5  # GCE_LAB_CANCEL_POLL_S: how often a child reads its cancel flag (at batch boundaries)
     recover_every_s: float = 5.0  # how often a supervisor looks for orphaned runs
+    storage_retry_s: float = 5.0  # GCE_LAB_STORAGE_RETRY_S: first wait after a storage fault (doubles)
+    storage_retry_max_s: float = 300.0  # GCE_LAB_STORAGE_RETRY_MAX_S: the longest such wait
 
     ENV: ClassVar[dict[str, str]] = {
         "max_retries": "GCE_LAB_MAX_RETRIES",
@@ -145,6 +149,8 @@ class SupervisorSettings:
         "cancel_grace_s": "GCE_LAB_CANCEL_GRACE_S",
         "kill_grace_s": "GCE_LAB_KILL_GRACE_S",
         "cancel_poll_s": "GCE_LAB_CANCEL_POLL_S",
+        "storage_retry_s": "GCE_LAB_STORAGE_RETRY_S",
+        "storage_retry_max_s": "GCE_LAB_STORAGE_RETRY_MAX_S",
     }
 
     @classmethod

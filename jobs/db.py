@@ -5,6 +5,10 @@ SQLite (the default) gets WAL, so readers never block the writer, a busy timeout
 when a read transaction tries to become a write one. A transaction that still finds the database
 locked is retried from the start, so "database is locked" never reaches a caller. Any other
 SQLAlchemy URL (PostgreSQL for several machines) is used as is.
+
+A SQLite file that cannot be opened or written (its disk full, a read-only file system, no
+permission, not a database) raises ``StoreUnavailable``: one line saying what is wrong and what to
+do, never a raw ``sqlite3.OperationalError``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from gce_core.messages import clip
 
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 30.0
@@ -62,6 +68,42 @@ def is_lock_error(exc: BaseException) -> bool:
     return "database is locked" in text or "database table is locked" in text or "busy" in text
 
 
+class StoreUnavailable(RuntimeError):
+    """The lab's database cannot be used now (disk full, read-only, no permission, not a
+    database); str() says what is wrong and what to do. Nothing was changed."""
+
+
+def _sqlite_file(url: str) -> str | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return str(Path(parsed.database).expanduser())
+
+
+def unavailable(url: str, exc: BaseException) -> StoreUnavailable | None:
+    """The StoreUnavailable for ``exc`` met on the database at ``url``, or None if ``exc`` is not
+    a storage fault of a SQLite file."""
+    from jobs.storage import SQLITE_STORAGE_MESSAGES, STORAGE_ERRNOS, diagnose
+
+    path = _sqlite_file(url)
+    if path is None:
+        return None
+    if isinstance(exc, OSError):
+        if exc.errno not in STORAGE_ERRNOS:
+            return None
+        said = exc.strerror or str(exc)
+    else:
+        said = str(getattr(exc, "orig", exc))
+        if not any(m in said.lower() for m in SQLITE_STORAGE_MESSAGES):
+            return None
+    why = diagnose(path)
+    return StoreUnavailable(
+        f"the lab's database {clip(path, 200)} cannot be used: {clip(said, 200)}"
+        + (f" ({why})" if why else "")
+        + "; free some space or make its folder writable (or point GCE_LAB_HOME or GCE_LAB_DB_URL "
+        "elsewhere), then try again; nothing was changed")
+
+
 class Database:
     """An engine plus the two ways the job runner touches it: ``read(fn)`` and ``write(fn)``.
 
@@ -71,7 +113,10 @@ class Database:
 
     def __init__(self, url: str):
         self.url = url
-        self.engine = make_engine(url)
+        try:
+            self.engine = make_engine(url)
+        except OSError as exc:  # its folder cannot be made
+            raise (unavailable(url, exc) or exc) from exc
         self.dialect = self.engine.dialect.name
 
     def read(self, fn: Callable[[Connection], T]) -> T:
@@ -87,10 +132,14 @@ class Database:
                     conn.execution_options(**{_WRITE: write})
                     with conn.begin():
                         return fn(conn)
-            except OperationalError as exc:
-                if not is_lock_error(exc) or attempt == LOCK_RETRIES - 1:
-                    raise
-                time.sleep(min(2.0, 0.05 * 2**attempt))
+            except DatabaseError as exc:  # OperationalError among them
+                if isinstance(exc, OperationalError) and is_lock_error(exc) and attempt < LOCK_RETRIES - 1:
+                    time.sleep(min(2.0, 0.05 * 2**attempt))
+                    continue
+                fault = unavailable(self.url, exc)
+                if fault is not None:
+                    raise fault from exc
+                raise
         raise AssertionError("unreachable")
 
     def dispose(self) -> None:

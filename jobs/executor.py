@@ -17,9 +17,13 @@ if TYPE_CHECKING:  # kept out at run time: a training process imports this befor
 
 EXIT_OK = 0  # completed (or cancelled): the process wrote the run's final status itself
 EXIT_ERROR = 1  # training raised an exception: retrying would fail the same way
+EXIT_STORAGE = 74  # a storage fault (disk full, read-only or unwritable lab home, database file): queued, retried later
 EXIT_STOPPED = 75  # stopped at a batch boundary (SIGTERM/SIGINT): the run resumes from its checkpoint
 EXIT_SUPERSEDED = 76  # the run is no longer this process's (restarted elsewhere, given up on)
 EXIT_RETRYABLE = 77  # out of memory, or the database unreachable: treated like a crash (resumed)
+# The last line of the run's log that starts with one of these says why its process ended.
+ERROR_PREFIX = "error: "
+STORAGE_PREFIX = "storage fault: "
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class ExitInfo:
         meaning = {
             EXIT_OK: "finished",
             EXIT_ERROR: "training raised an error",
+            EXIT_STORAGE: "could not write to storage",
             EXIT_STOPPED: "stopped at a batch boundary",
             EXIT_SUPERSEDED: "found the run taken over",
             EXIT_RETRYABLE: "ran out of memory or lost the database",

@@ -38,6 +38,8 @@ class RunRecord:
     worker_id: str | None = None  # supervisor that watches it
     claim_token: str | None = None  # changes at every start; a stale process cannot write
     train_seconds: float = 0.0  # sum of the epochs' "seconds"
+    storage_faults: int = 0  # storage faults in a row (disk full, read-only lab home); reset by progress
+    not_before: datetime | None = None  # after a storage fault: not claimed again before then
 
     @property
     def progress(self) -> float:

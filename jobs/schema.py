@@ -27,7 +27,7 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -59,6 +59,9 @@ runs = Table(
     Column("train_seconds", Float, nullable=False, default=0.0),
     Column("summary", Text),
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    # storage faults in a row (reset by a stored epoch), and when the run may be claimed again
+    Column("storage_faults", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("not_before", Float),
     Index("ix_runs_status_created", "status", "created_at"),
     Index("ix_runs_owner", "owner"),
     Index("ix_runs_group", "run_group"),
@@ -90,12 +93,23 @@ workers = Table(
     Column("executor", String(32), nullable=False),
     Column("slots", Integer, nullable=False),
     Column("devices", Text, nullable=False),  # JSON list
+    Column("datasets", Text),  # JSON list of the data sets in its data folder; NULL: not known
     Column("started_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
 )
 
+
+
+def _v1_to_v2(conn: Connection) -> None:
+    """Storage faults back off (runs.storage_faults, runs.not_before); supervisors say which data
+    sets they have (workers.datasets)."""
+    conn.execute(text("ALTER TABLE runs ADD COLUMN storage_faults INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(text("ALTER TABLE runs ADD COLUMN not_before FLOAT"))
+    conn.execute(text("ALTER TABLE workers ADD COLUMN datasets TEXT"))
+
+
 # MIGRATIONS[v](conn) upgrades a database at version v to v + 1.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
 
 
 class SchemaError(RuntimeError):

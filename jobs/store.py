@@ -19,7 +19,7 @@ from sqlalchemy import Connection, and_, delete, exists, func, insert, select, u
 
 from gce_core.spec import RunSpec, load_stored_spec
 from jobs import config
-from jobs.claims import claim_oldest
+from jobs.claims import claim_oldest, ready
 from jobs.db import Database
 from jobs.records import RunRecord
 from jobs.registry import WorkerRegistry
@@ -86,6 +86,7 @@ def _record(row, tags: Sequence[str]) -> RunRecord:
         epochs_done=row.epochs_done, summary=None if row.summary is None else json.loads(row.summary),
         cancel_requested=bool(row.cancel_requested), crashes=row.crashes, host=row.host,
         worker_id=row.worker_id, claim_token=row.claim_token, train_seconds=row.train_seconds,
+        storage_faults=row.storage_faults or 0, not_before=to_datetime(row.not_before),
     )
 
 
@@ -262,12 +263,13 @@ class Store:
         values = dict(status=RunStatus.RUNNING.value, worker_id=worker_id, host=host, device=device,
                       claim_token=uuid.uuid4().hex, pid=None, heartbeat_at=now,
                       attempts=runs.c.attempts + 1, started_at=func.coalesce(runs.c.started_at, now))
-        run_id = self.db.write(lambda conn: claim_oldest(conn, values))
+        run_id = self.db.write(lambda conn: claim_oldest(conn, values, now))
         return None if run_id is None else self.get(run_id)
 
-    def has_waiting(self) -> bool:
-        """Whether any run waits to be claimed (a read: cheap to ask often)."""
-        query = select(exists().where(runs.c.status.in_([s.value for s in CLAIMABLE])))
+    def has_waiting(self, now: float | None = None) -> bool:
+        """Whether any run waits to be claimed (at ``now``: one not backing off after a storage
+        fault); a read, cheap to ask often."""
+        query = select(exists().where(ready(now)))
         return bool(self.db.read(lambda conn: conn.execute(query).scalar()))
 
     def set_pid(self, run_id: str, token: str, pid: int) -> bool:
@@ -303,26 +305,33 @@ class Store:
             conn.execute(insert(metrics).values(run_id=run_id, epoch=epoch, row=json.dumps(row), recorded_at=now))
             done = select(func.max(metrics.c.epoch)).where(metrics.c.run_id == run_id).scalar_subquery()
             conn.execute(update(runs).where(runs.c.id == run_id).values(
-                epochs_done=done, train_seconds=runs.c.train_seconds + seconds, heartbeat_at=now))
+                epochs_done=done, train_seconds=runs.c.train_seconds + seconds, heartbeat_at=now,
+                storage_faults=0))  # progress: a next storage fault backs off from the start
             return True
 
         return self.db.write(fn)
 
     def complete(self, run_id: str, token: str, summary: dict, *, now: float) -> bool:
         query = update(runs).where(_mine(run_id, token)).values(
-            status=RunStatus.COMPLETED.value, summary=json.dumps(summary), finished_at=now, error=None)
+            status=RunStatus.COMPLETED.value, summary=json.dumps(summary), finished_at=now, error=None,
+            storage_faults=0, not_before=None)
         return self.db.write(lambda conn: conn.execute(query).rowcount == 1)
 
     def finish(self, run_id: str, token: str, status: RunStatus, *, now: float,
-               error: str | None = None, crashed: bool = False) -> bool:
-        """Move a running run (of this token) to ``status``; False if it was not running any more."""
-        values: dict = dict(status=status.value, pid=None, worker_id=None)
+               error: str | None = None, crashed: bool = False, storage_fault: bool = False,
+               not_before: float | None = None) -> bool:
+        """Move a running run (of this token) to ``status``; False if it was not running any more.
+        ``storage_fault`` counts one more storage fault in a row; ``not_before``: the run is not
+        claimed again before then (its back-off)."""
+        values: dict = dict(status=status.value, pid=None, worker_id=None, not_before=not_before)
         if status in FINAL:
             values["finished_at"] = now
         if error is not None:
             values["error"] = error
         if crashed:
             values["crashes"] = runs.c.crashes + 1
+        if storage_fault:
+            values["storage_faults"] = runs.c.storage_faults + 1
         query = update(runs).where(_mine(run_id, token)).values(**values)
         return self.db.write(lambda conn: conn.execute(query).rowcount == 1)
 

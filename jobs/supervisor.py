@@ -24,13 +24,16 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import OperationalError
 
+from jobs import config
 from jobs.config import SupervisorSettings
-from jobs.executor import Executor, ExitInfo, RunHandle, Slot
-from jobs.outcome import decide
+from jobs.db import StoreUnavailable
+from jobs.executor import EXIT_STORAGE, Executor, ExitInfo, RunHandle, Slot
+from jobs.outcome import decide, storage_backoff
 from jobs.procs import pid_alive
 from jobs.records import RunRecord
 from jobs.registry import WorkerInfo
 from jobs.status import RunStatus
+from jobs.storage import diagnose, is_storage_fault, storage_fault_text
 from jobs.store import Store
 
 
@@ -78,6 +81,10 @@ class Supervisor:
         self._stop_requested = False
         self._force = False
         self._stop_since: float | None = None
+        # after a storage fault: no claims before then (the lab home is this machine's)
+        self.paused_until = float("-inf")
+        self.pause_reason: str | None = None
+        self._slot_faults = 0  # storage faults in a row starting run processes
 
     # --- flags (safe from a signal handler) -------------------------------------------------------
     def request_stop(self, *, force: bool = False) -> None:
@@ -141,13 +148,21 @@ class Supervisor:
         if threading.current_thread() is threading.main_thread():
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            said, wait = None, 1.0
             while True:
                 try:
                     report = self.tick(time.time())
-                except OperationalError as exc:  # database unreachable for a moment: retry
-                    print(f"supervisor: database error, retrying: {exc}", file=sys.stderr, flush=True)
-                    time.sleep(max(poll_s, 1.0))
+                except (OperationalError, StoreUnavailable) as exc:  # database out of reach: retry
+                    text = str(exc).splitlines()[0]
+                    if text != said:  # once per new problem, not every second
+                        print(f"supervisor: database error, retrying with back-off: {text}", file=sys.stderr, flush=True)
+                        said = text
+                    time.sleep(max(poll_s, wait))
+                    wait = min(10.0, wait * 2)
                     continue
+                if said is not None:
+                    print("supervisor: the database is back", file=sys.stderr, flush=True)
+                    said, wait = None, 1.0
                 if self._stop_requested and not self.active:
                     break
                 if until_idle and report.queue_empty and not self.active:
@@ -176,11 +191,27 @@ class Supervisor:
             return None
         if run.status != RunStatus.RUNNING or run.claim_token != token:
             return run.status  # the process wrote its own end (completed, cancelled) or lost the run
-        out = decide(run, how, forced=forced, stopping=self._stop_requested,
-                     max_retries=self.settings.max_retries, log_tail=self.executor.log_tail(run_id))
+        s = self.settings
+        note = None
+        if how.code == EXIT_STORAGE:
+            note = diagnose(config.run_dir(run_id, getattr(self.executor, "home", None)))
+        out = decide(run, how, forced=forced, stopping=self._stop_requested, max_retries=s.max_retries,
+                     log_tail=self.executor.log_tail(run_id), storage_note=note,
+                     storage_retry_s=s.storage_retry_s, storage_retry_max_s=s.storage_retry_max_s)
         self.executor.note(run_id, f"supervisor: {out.reason} -> {out.status.value}")
-        self.store.finish(run_id, token, out.status, now=now, error=out.error, crashed=out.crashed)
+        not_before = None if out.retry_in is None else now + out.retry_in
+        self.store.finish(run_id, token, out.status, now=now, error=out.error, crashed=out.crashed,
+                          storage_fault=out.storage_fault, not_before=not_before)
+        if not_before is not None:
+            self._pause(not_before, out.reason)
         return out.status
+
+    def _pause(self, until: float, reason: str) -> None:
+        """Claim nothing before ``until``: storage here failed a run (its disk is full, or it is
+        read-only), so the next run would fail the same way."""
+        if until > self.paused_until:
+            self.paused_until, self.pause_reason = until, reason
+            print(f"supervisor: no new runs for {until - time.time():.0f} s: {reason}", file=sys.stderr, flush=True)
 
     def _watch(self, now: float) -> None:
         """Escalate cancels that were not honoured; kill processes whose heartbeat went stale."""
@@ -227,11 +258,22 @@ class Supervisor:
         return [s for s in self.slots if s.index not in used]
 
     def _fill(self, now: float, report: TickReport) -> None:
+        if now < self.paused_until:  # backing off after a storage fault
+            return
         # Only a slot whose executor is ready takes a run (a warm run process that has warmed up):
         # a claimed run starts training at once, and its heartbeat never waits on a start-up.
-        ready = [slot for slot in self._free_slots() if self.executor.prepare(slot, self.child_env)]
+        try:
+            ready = [slot for slot in self._free_slots() if self.executor.prepare(slot, self.child_env)]
+        except OSError as exc:  # a run process's log cannot be made: the lab home is full or read-only
+            if not is_storage_fault(exc):
+                raise
+            self._slot_faults += 1
+            wait = storage_backoff(self._slot_faults, self.settings.storage_retry_s, self.settings.storage_retry_max_s)
+            self._pause(now + wait, f"storage fault starting a run process: {storage_fault_text(exc)}")
+            return
+        self._slot_faults = 0
         for slot in ready:
-            if not self.store.has_waiting():  # a read: no write transaction while the queue is empty
+            if not self.store.has_waiting(now):  # a read: no write transaction while the queue is empty
                 report.queue_empty = True
                 return
             run = self.store.claim(worker_id=self.id, host=self.executor.host, device=slot.device, now=now)
@@ -241,8 +283,11 @@ class Supervisor:
             try:
                 handle = self.executor.start(run, run.claim_token, slot, self.child_env)
             except Exception as exc:  # this machine's problem, not the run's: counted, retried
-                self._conclude(run.id, run.claim_token, ExitInfo(None), now,
-                               forced=f"its process could not start: {exc}")
+                if is_storage_fault(exc):
+                    self._conclude(run.id, run.claim_token, ExitInfo(EXIT_STORAGE, storage_fault_text(exc)), now)
+                else:
+                    self._conclude(run.id, run.claim_token, ExitInfo(None), now,
+                                   forced=f"its process could not start: {exc}")
                 return
             if handle.pid is not None:
                 self.store.set_pid(run.id, run.claim_token, handle.pid)

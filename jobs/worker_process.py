@@ -15,16 +15,23 @@ loads stays loaded for the next run: the raw data sets (gce_core.data.load_raw's
 compiled graphs of torch.compile (a later run of the same architecture and shapes compiles
 nothing), CUDA's context.
 
-Per run: the run's checkpoint in <lab home>/runs/<id>/ is resumed if there is one, every epoch
+Per run: the run's checkpoint in <lab home>/runs/<id>/ is resumed if there is one (one that cannot
+be read, or is another spec's, is moved aside and the previous one, else epoch 0, is used, saying
+so in the run's log), a device this process does not have fails the run at once, every epoch
 is written to the store (a repeated epoch is ignored), a thread heartbeats the run, and training
 stops at a batch boundary when its cancel flag is set (read at most every GCE_LAB_CANCEL_POLL_S),
 the run is taken over, or on SIGTERM/SIGINT. The process writes the end of a run itself when it
 knows it (completed, cancelled); anything else the supervisor reads from the exit code
-(jobs.executor.EXIT_*), which a cold process exits with and a warm one reports.
+(jobs.executor.EXIT_*), which a cold process exits with and a warm one reports. The last line of
+the run's log that starts with "error: " or "storage fault: " says why (jobs.outcome reads it).
+A storage fault (disk full, read-only lab home, database file unwritable) is its own exit code,
+EXIT_STORAGE: the run goes back to the queue and is retried with back-off. A completed run whose
+last test accuracy is at chance level gets a "warning" in its summary (jobs.outcome.chance_warning).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -35,8 +42,18 @@ import traceback
 from sqlalchemy.exc import OperationalError
 
 from jobs import config
-from jobs.executor import EXIT_ERROR, EXIT_OK, EXIT_RETRYABLE, EXIT_STOPPED, EXIT_SUPERSEDED
+from jobs.executor import (
+    ERROR_PREFIX,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_RETRYABLE,
+    EXIT_STOPPED,
+    EXIT_STORAGE,
+    EXIT_SUPERSEDED,
+    STORAGE_PREFIX,
+)
 from jobs.logs import output_to
+from jobs.storage import is_storage_fault, storage_fault_text
 
 # Set by the signal handler, read by StopCheck: handlers only set flags.
 _signalled: list[int] = []
@@ -44,6 +61,12 @@ _signalled: list[int] = []
 
 def _on_signal(signum, _frame) -> None:
     _signalled.append(signum)
+
+
+def _tell(*parts, err: bool = False) -> None:
+    """print, flushed; a log that cannot be written (full disk) never ends a run by itself."""
+    with contextlib.suppress(OSError, ValueError):
+        print(*parts, file=sys.stderr if err else sys.stdout, flush=True)
 
 
 class Heartbeat(threading.Thread):
@@ -63,7 +86,7 @@ class Heartbeat(threading.Thread):
                     self.lost.set()
                     return
             except Exception as exc:  # a database hiccup: say so, keep training, try again
-                print(f"heartbeat failed: {exc}", file=sys.stderr, flush=True)
+                _tell(f"heartbeat failed: {exc}", err=True)
 
     def stop(self) -> None:
         self._done.set()
@@ -98,7 +121,7 @@ class StopCheck:
         try:
             mine, cancel = self.store.control(self.run_id, self.token)
         except Exception as exc:
-            print(f"could not read the cancel flag: {exc}", file=sys.stderr, flush=True)
+            _tell(f"could not read the cancel flag: {exc}", err=True)
             return None
         if not mine:
             return "superseded"
@@ -131,9 +154,28 @@ def _store():
     return _stores[url]
 
 
+def device_problem(device: str) -> str | None:
+    """Why this process cannot train on ``device`` (a spec's: auto, cpu, cuda, cuda:N), or None."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device[5:]) if device.startswith("cuda:") else 0
+    if index < n:
+        return None
+    sees = "no GPU" if n == 0 else f"{n} GPU{'s' if n > 1 else ''} (cuda:0{f' to cuda:{n - 1}' if n > 1 else ''})"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    where = f", CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else ""
+    return (f"device {device} is not on this machine: its run process sees {sees}{where}; submit the run "
+            f"with device auto (the slot's GPU if it has one) or cpu")
+
+
 def run(run_id: str, token: str) -> int:
     """Train the run claimed with ``token`` in this process; the exit code (jobs.executor.EXIT_*)."""
+    from gce_core.checkpoint import load_checkpoint
     from gce_core.train import train
+    from jobs.outcome import chance_warning
     from jobs.status import RunStatus
     from jobs.store import Superseded
 
@@ -151,6 +193,13 @@ def run(run_id: str, token: str) -> int:
     folder = config.run_dir(run_id)
     print(f"run {run_id} ({rec.name}), attempt {rec.attempts}, pid {os.getpid()}; checkpoints in {folder}",
           flush=True)
+    problem = device_problem(rec.spec.device)
+    if problem is not None:
+        raise ValueError(problem)
+    # A checkpoint that cannot be read, or is another spec's (this folder is this run's alone), is
+    # moved aside here, saying so in the run's log; training then resumes from the previous good
+    # one, or from epoch 0 (the store keeps the epochs already stored and ignores their repeats).
+    load_checkpoint(folder, rec.spec.to_json(), foreign="set_aside", say=lambda line: _tell(line, err=True))
     beat = Heartbeat(store, run_id, token, settings.heartbeat_s)
     beat.start()
     check = StopCheck(store, run_id, token, beat, settings.cancel_poll_s)
@@ -173,10 +222,15 @@ def run(run_id: str, token: str) -> int:
         print(f"stopped at a batch boundary ({check.reason}) after {summary['epochs_completed']} epochs",
               flush=True)
         return {"cancel": EXIT_OK, "superseded": EXIT_SUPERSEDED}.get(check.reason, EXIT_STOPPED)
+    warning = chance_warning(rec.spec.num_classes, summary)
+    if warning is not None:
+        summary = {**summary, "warning": warning}
     if not store.complete(run_id, token, summary, now=time.time()):
         return EXIT_SUPERSEDED
     print(f"completed: test accuracy at best validation epoch {_fmt(summary['test_acc_at_best_val'])}",
           flush=True)
+    if warning is not None:
+        print(f"warning: {warning}", flush=True)
     return EXIT_OK
 
 
@@ -187,12 +241,17 @@ def _retryable(exc: BaseException) -> bool:
 
 def run_guarded(run_id: str, token: str) -> int:
     """``run`` with every exception mapped to its exit code (jobs.executor.EXIT_*); the traceback
-    and an error line go to stdout/stderr (the run's log)."""
+    and a last line saying why ("error: ..." or "storage fault: ...", jobs.outcome reads it) go to
+    stdout/stderr (the run's log), as far as it can be written."""
     try:
         return run(run_id, token)
     except Exception as exc:  # MemoryError included
-        traceback.print_exc()
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError, ValueError):
+            traceback.print_exc()
+        if is_storage_fault(exc):
+            _tell(STORAGE_PREFIX + storage_fault_text(exc), err=True)
+            return EXIT_STORAGE
+        _tell(f"{ERROR_PREFIX}{type(exc).__name__}: {exc}", err=True)
         return EXIT_RETRYABLE if _retryable(exc) else EXIT_ERROR
 
 
@@ -232,8 +291,14 @@ def serve(commands=None, results=None) -> int:
             _say(results, f"error unreadable command {line.strip()!r}")
             continue
         run_id, token = parts
-        with output_to(config.log_path(run_id)):
-            code = run_guarded(run_id, token)
+        try:
+            with output_to(config.log_path(run_id)):
+                code = run_guarded(run_id, token)
+        except OSError as exc:  # the run's log cannot be opened: its folder is full or read-only
+            if not is_storage_fault(exc):
+                raise
+            _tell(f"run {run_id}: {STORAGE_PREFIX}{storage_fault_text(exc)}", err=True)
+            code = EXIT_STORAGE
         if not _say(results, f"done {run_id} {code}") or code != EXIT_OK or _signalled:
             return code
     return EXIT_OK

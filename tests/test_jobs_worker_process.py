@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from gce_core.spec import parse_spec
 from jobs import config, worker_process
 from jobs.config import SupervisorSettings
 from jobs.status import RunStatus
@@ -123,9 +124,9 @@ def test_the_heartbeat_sets_lost_once_the_run_is_not_this_processes():
 
 
 # --- one run, with a fake trainer -----------------------------------------------------------------
-def record(run_id="r", cancel=False):
+def record(run_id="r", cancel=False, **spec):
     return SimpleNamespace(id=run_id, name=run_id, claim_token="tok", status=RunStatus.RUNNING,
-                           cancel_requested=cancel, spec=SimpleNamespace(epochs=2), attempts=1)
+                           cancel_requested=cancel, spec=parse_spec(dict(epochs=2, **spec)), attempts=1)
 
 
 @pytest.fixture
