@@ -19,6 +19,7 @@ from gce_core.bounds import excess_risk_bound, loss_bounds
 from gce_core.checkpoint import peek_epoch
 from gce_core.data import DATASETS, DatasetNotFoundError
 from gce_core.losses import LOSS_NAMES, canonical_loss_name, check_k, check_q
+from gce_core.messages import clip, clip_quotes
 from gce_core.metrics import SUMMARY_KEYS
 from gce_core.spec import PRESET_NAMES, RunSpec, SpecError, from_preset, parse_spec
 
@@ -27,6 +28,20 @@ USAGE_ERROR = 2
 
 class UsageError(ValueError):
     """Bad command-line input; printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and a hint (not the usage block), exit code 2;
+    its subcommands' parsers are Parsers too. A long bad value is quoted short."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"error: {clip_quotes(message)}\n(`{self.prog} --help` lists the options)", file=sys.stderr)
+        sys.exit(USAGE_ERROR)
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception as the one line a refusal prints, long values quoted short."""
+    return "error: " + clip_quotes(" ".join(str(exc).split("\n")[:3]))
 
 
 # --- spec options, generated from RunSpec so they never drift ---------------------------------
@@ -63,10 +78,17 @@ def spec_from_args(args: argparse.Namespace, **extra: Any) -> RunSpec:
     """Build the spec: --spec file, then preset fields, then explicit options, then ``extra``."""
     fields: dict[str, Any] = {}
     if args.spec is not None:
+        where = clip(str(args.spec))
         try:
-            fields.update(json.loads(args.spec.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"--spec {args.spec}: {exc}") from None
+            loaded = json.loads(args.spec.read_text())
+        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+            raise UsageError(f"--spec {where}: {clip(str(exc), 200)}") from None
+        except RecursionError:
+            raise UsageError(f"--spec {where}: nested too deeply to be a run spec") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"--spec {where}: a spec file holds one JSON object ({{\"loss\": \"lq\", ...}}), "
+                             f"not a {type(loaded).__name__}")
+        fields.update(loaded)
     explicit = {k: getattr(args, k) for k in RunSpec.model_fields if getattr(args, k, None) is not None}
     fields.update(explicit)
     fields.update(extra)
@@ -189,7 +211,7 @@ def cmd_bounds(args: argparse.Namespace) -> int:
 
 # --- parser --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gce_core", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m gce_core", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_train = sub.add_parser("train", help="train one run and write spec.json, metrics.jsonl, summary.json")
@@ -220,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--seeds must be at least 1")
         return args.func(args)
     except (SpecError, UsageError, DatasetNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return USAGE_ERROR
+    except OSError as exc:  # the output folder cannot be written (read-only, disk full)
+        print(error_line(exc), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; a `train --out DIR` run resumes from its last checkpoint", file=sys.stderr)
         return 130

@@ -23,6 +23,7 @@ from gce_core.losses import (
     check_q,
     get_loss,
 )
+from gce_core.messages import clip, clip_quotes
 from gce_core.models import MODEL_NAMES
 from gce_core.noise import CLASS_MAP_NAMES, NOISE_KINDS, check_noise, default_class_map
 
@@ -106,6 +107,13 @@ class RunSpec(BaseModel):
     compile: bool = Field(False, description="torch.compile the model's training forward (pays off on CUDA for "
                           "long runs; a long-lived run process keeps the compiled graphs for its later runs of "
                           "the same shapes)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.isprintable():  # control characters (terminal escapes), invisible ones, lone surrogates
+            raise ValueError("a name is printable text: no control or invisible characters")
+        return v
 
     @field_validator("dataset")
     @classmethod
@@ -255,14 +263,16 @@ def parse_spec(data: dict[str, Any] | str | RunSpec) -> RunSpec:
         return RunSpec.model_validate(data)
     except json.JSONDecodeError as exc:
         raise SpecError([("spec", f"not valid JSON: {exc}")]) from None
+    except RecursionError:  # JSON (or a dict) nested thousands deep
+        raise SpecError([("spec", "nested too deeply to be a run spec")]) from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
+            msg = clip_quotes(err["msg"].removeprefix("Value error, "))
             if err["type"] == "extra_forbidden":
                 msg = "unknown field; see `python -m gce_core train --help` for the allowed ones"
             field = getattr(err.get("ctx", {}).get("error"), "field", None)
-            problems.append((field or _field_name(err["loc"]), msg))
+            problems.append((clip(field or _field_name(err["loc"])), msg))
         raise SpecError(problems) from None
 
 

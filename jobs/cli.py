@@ -1,7 +1,8 @@
 """Command line of the job runner: `python -m jobs submit|list|show|logs|cancel|export|worker|grid`.
 
 The database is $GCE_LAB_DB_URL (default: the SQLite file in $GCE_LAB_HOME, ~/.gce_lab), or
---db URL. Bad input gets one line per problem on stderr and exit code 2, never a traceback.
+--db URL. Bad input gets one line per problem on stderr and exit code 2, never a traceback; a database that
+cannot be used (disk full, read-only) one line and exit code 1.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gce_core.cli import UsageError, add_spec_options, spec_from_args
+from gce_core.cli import Parser, UsageError, add_spec_options, error_line, spec_from_args
 from gce_core.spec import SpecError
 from jobs import config
-from jobs.client import LabClient, RunNotFound
+from jobs.client import LabClient, RunNotFound, StoreUnavailable
 from jobs.logs import read_tail
 from jobs.records import RunRecord
 from jobs.status import RunStatus
 
 USAGE_ERROR = 2
+STORE_ERROR = 1  # the database cannot be used (one line saying why)
 
 
 # --- formatting ----------------------------------------------------------------------------------
@@ -57,6 +59,10 @@ def _pct(x) -> str:
 def status_text(run: RunRecord) -> str:
     if run.status == RunStatus.RUNNING and run.cancel_requested:
         return "cancelling"
+    if run.status.is_final is False and run.not_before is not None and run.not_before.timestamp() > time.time():
+        return f"{run.status.value}, retry in {format_seconds(run.not_before.timestamp() - time.time())}"
+    if run.status == RunStatus.COMPLETED and run.at_chance:
+        return "completed (at chance)"
     return run.status.value
 
 
@@ -68,7 +74,7 @@ def _short(text: str | None, width: int) -> str:
 def runs_table(runs: Sequence[RunRecord]) -> str:
     headers = ("ID", "STATUS", "NAME", "EPOCHS", "ETA", "TEST@BEST-VAL", "OWNER", "GROUP", "CREATED")
     rows = [(
-        r.id, status_text(r), _short(r.name, 44), f"{r.epochs_done}/{r.spec.epochs}",
+        r.id, _short(status_text(r), 24), _short(r.name, 44), f"{r.epochs_done}/{r.spec.epochs}",
         format_seconds(r.eta_seconds) if not r.status.is_final else "-",
         _pct((r.summary or {}).get("test_acc_at_best_val")), _short(r.owner, 16), _short(r.group, 28),
         _ago(r.created_at),
@@ -105,6 +111,8 @@ def show_text(run: RunRecord, last_row: dict | None, log_tail: str) -> str:
         loss = last_row.get("train_loss")
         lines.append(f"  last epoch  {last_row.get('epoch')}: train loss {'-' if loss is None else f'{loss:.4f}'}, "
                      f"val {_pct(last_row.get('val_acc'))}, test {_pct(last_row.get('test_acc'))}")
+    if run.warning:
+        lines.append(f"  warning     {run.warning}")
     if run.error:
         lines.append("  error       " + run.error.replace("\n", "\n              "))
     lines.append("  spec        " + spec_text(run.spec))
@@ -224,7 +232,7 @@ def cmd_worker(client: LabClient, args: argparse.Namespace) -> int:
 
 # --- parser --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jobs", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m jobs", description=__doc__.split("\n")[0])
     parser.add_argument("--db", help="SQLAlchemy database URL (default: $GCE_LAB_DB_URL, else the lab home's SQLite file)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -297,8 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         client = LabClient(args.db)
         return args.func(client, args)
     except RunNotFound as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return USAGE_ERROR
     except (SpecError, UsageError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return USAGE_ERROR
+    except StoreUnavailable as exc:  # the database's disk is full, read-only, ...: not the input's fault
+        print(error_line(exc), file=sys.stderr)
+        return STORE_ERROR

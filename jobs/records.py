@@ -62,5 +62,15 @@ class RunRecord:
         return per_epoch * max(0, self.spec.epochs - self.epochs_done)
 
     @property
+    def warning(self) -> str | None:
+        """A completed run's warning, e.g. that it ended at chance level (jobs.outcome.chance_warning)."""
+        return (self.summary or {}).get("warning") if isinstance(self.summary, dict) else None
+
+    @property
+    def at_chance(self) -> bool:
+        """Completed, but its last test accuracy is at chance level: it learned nothing."""
+        return bool(self.warning and self.warning.startswith("ended at chance level"))
+
+    @property
     def name(self) -> str:
         return self.spec.name or self.spec.label()

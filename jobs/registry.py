@@ -22,6 +22,29 @@ class WorkerInfo:
     devices: tuple[str, ...]
     started_at: float
     heartbeat_at: float
+    # {"root": data folder, "present": [data set names]} of the machine its runs go to; None: unknown
+    datasets: dict | None = None
+
+
+def data_folder_report() -> dict:
+    """The data sets in this machine's data folder ($GCE_LAB_DATA, else ~/.gce_lab/data), by the
+    folders torchvision reads (present, not verified: a corrupted one still fails its run at once)."""
+    from gce_core.data import DATASETS, default_data_root
+
+    root = default_data_root()
+    folders = {"fashion_mnist": root / "FashionMNIST" / "raw", "cifar10": root / "cifar-10-batches-py",
+               "cifar100": root / "cifar-100-python"}
+    present = [name for name, info in DATASETS.items()
+               if info.embedded or (name in folders and folders[name].is_dir() and any(folders[name].iterdir()))]
+    return {"root": str(root), "present": present}
+
+
+def _json_dict(text: str | None) -> dict | None:
+    try:
+        value = None if text is None else json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class WorkerRegistry:
@@ -30,7 +53,8 @@ class WorkerRegistry:
 
     def register(self, w: WorkerInfo) -> None:
         row = dict(id=w.id, host=w.host, pid=w.pid, executor=w.executor, slots=w.slots,
-                   devices=json.dumps(list(w.devices)), started_at=w.started_at, heartbeat_at=w.heartbeat_at)
+                   devices=json.dumps(list(w.devices)), started_at=w.started_at, heartbeat_at=w.heartbeat_at,
+                   datasets=None if w.datasets is None else json.dumps(w.datasets))
         self.db.write(lambda conn: conn.execute(insert(workers).values(**row)))
 
     def heartbeat(self, worker_id: str, *, now: float) -> None:
@@ -44,7 +68,7 @@ class WorkerRegistry:
         rows = self.db.read(lambda conn: conn.execute(select(workers).order_by(workers.c.started_at)).all())
         return [WorkerInfo(id=r.id, host=r.host, pid=r.pid, executor=r.executor, slots=r.slots,
                            devices=tuple(json.loads(r.devices)), started_at=r.started_at,
-                           heartbeat_at=r.heartbeat_at) for r in rows]
+                           heartbeat_at=r.heartbeat_at, datasets=_json_dict(r.datasets)) for r in rows]
 
     def prune(self, *, older_than: float) -> int:
         """Forget workers whose last heartbeat is before ``older_than``."""

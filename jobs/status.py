@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from gce_core.messages import quote
+
 
 class RunStatus(str, Enum):
     QUEUED = "queued"
@@ -34,7 +36,7 @@ class RunStatus(str, Enum):
             return cls(value)
         except ValueError:
             allowed = ", ".join(s.value for s in cls)
-            raise ValueError(f"unknown run status {value!r}; allowed: {allowed}") from None
+            raise ValueError(f"unknown run status {quote(value)}; allowed: {allowed}") from None
 
 
 FINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})

@@ -31,7 +31,7 @@ from jobs.executor import EXIT_STORAGE, Executor, ExitInfo, RunHandle, Slot
 from jobs.outcome import decide, storage_backoff
 from jobs.procs import pid_alive
 from jobs.records import RunRecord
-from jobs.registry import WorkerInfo
+from jobs.registry import WorkerInfo, data_folder_report
 from jobs.status import RunStatus
 from jobs.storage import diagnose, is_storage_fault, storage_fault_text
 from jobs.store import Store
@@ -109,7 +109,8 @@ class Supervisor:
         self.store.workers.register(WorkerInfo(
             id=self.id, host=self.executor.host, pid=os.getpid(), executor=self.executor.name,
             slots=len(self.slots), devices=tuple(s.device for s in self.slots),
-            started_at=now, heartbeat_at=now))
+            started_at=now, heartbeat_at=now,
+            datasets=data_folder_report() if self.executor.name == "local" else None))
         self._registered = True
         self._last_beat = now
 
