@@ -415,3 +415,45 @@ def test_a_submit_to_a_database_on_a_full_or_read_only_disk_is_a_one_line_refusa
     assert "Traceback" not in done.stderr, done.stderr
     assert (done.returncode == 0 and "runs 1-" in done.stdout) or (
         done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1 and "cannot be used" in done.stderr)
+
+
+# --- the store: back-off columns, and their migration -------------------------------------------------
+def test_a_run_backing_off_is_not_claimed_before_its_time(store_url):
+    from jobs.store import Store
+
+    store = Store(store_url)
+    client = LabClient(store_url)
+    run_id = client.submit({"epochs": 1})
+    run = store.claim(worker_id="w", host="h", device="cpu", now=100.0)
+    assert store.finish(run_id, run.claim_token, RunStatus.QUEUED, now=100.0, error="storage fault: full",
+                        storage_fault=True, not_before=130.0)
+    assert store.get(run_id).storage_faults == 1 and store.get(run_id).not_before.timestamp() == 130.0
+    assert not store.has_waiting(120.0) and store.claim(worker_id="w", host="h", device="cpu", now=120.0) is None
+    assert store.has_waiting(130.0)
+    run = store.claim(worker_id="w", host="h", device="cpu", now=130.0)
+    assert run is not None and run.id == run_id and run.attempts == 2
+    store.add_epoch(run_id, run.claim_token, {"epoch": 1, "seconds": 0.1}, now=131.0)
+    assert store.get(run_id).storage_faults == 0  # progress: the next fault backs off from the start
+    client.close()
+    store.close()
+
+
+def test_a_version_1_database_is_upgraded_and_keeps_its_runs(lab_home):
+    from sqlalchemy import text
+
+    from jobs.store import Store
+
+    url = f"sqlite:///{lab_home / 'v1.db'}"
+    client = LabClient(url)
+    run_id = client.submit({"epochs": 1})
+    client.close()
+    old = Store(url)
+    old.db.write(lambda c: [c.execute(text(sql)) for sql in (
+        "ALTER TABLE runs DROP COLUMN storage_faults", "ALTER TABLE runs DROP COLUMN not_before",
+        "ALTER TABLE workers DROP COLUMN datasets", "UPDATE schema_version SET version = 1")])
+    old.close()
+    store = Store(url)
+    assert store.schema_version == 2
+    run = store.get(run_id)
+    assert run.status == RunStatus.QUEUED and run.storage_faults == 0 and run.not_before is None
+    store.close()
