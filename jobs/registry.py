@@ -34,8 +34,14 @@ def data_folder_report() -> dict:
     root = default_data_root()
     folders = {"fashion_mnist": root / "FashionMNIST" / "raw", "cifar10": root / "cifar-10-batches-py",
                "cifar100": root / "cifar-100-python"}
-    present = [name for name, info in DATASETS.items()
-               if info.embedded or (name in folders and folders[name].is_dir() and any(folders[name].iterdir()))]
+
+    def there(name: str) -> bool:
+        try:
+            return folders[name].is_dir() and any(folders[name].iterdir())
+        except OSError:  # not readable: as good as absent
+            return False
+
+    present = [name for name, info in DATASETS.items() if info.embedded or (name in folders and there(name))]
     return {"root": str(root), "present": present}
 
 

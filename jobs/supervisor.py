@@ -204,15 +204,15 @@ class Supervisor:
         self.store.finish(run_id, token, out.status, now=now, error=out.error, crashed=out.crashed,
                           storage_fault=out.storage_fault, not_before=not_before)
         if not_before is not None:
-            self._pause(not_before, out.reason)
+            self._pause(now, not_before, out.reason)
         return out.status
 
-    def _pause(self, until: float, reason: str) -> None:
+    def _pause(self, now: float, until: float, reason: str) -> None:
         """Claim nothing before ``until``: storage here failed a run (its disk is full, or it is
         read-only), so the next run would fail the same way."""
         if until > self.paused_until:
             self.paused_until, self.pause_reason = until, reason
-            print(f"supervisor: no new runs for {until - time.time():.0f} s: {reason}", file=sys.stderr, flush=True)
+            print(f"supervisor: no new runs for {until - now:.1f} s: {reason}", file=sys.stderr, flush=True)
 
     def _watch(self, now: float) -> None:
         """Escalate cancels that were not honoured; kill processes whose heartbeat went stale."""
@@ -270,7 +270,7 @@ class Supervisor:
                 raise
             self._slot_faults += 1
             wait = storage_backoff(self._slot_faults, self.settings.storage_retry_s, self.settings.storage_retry_max_s)
-            self._pause(now + wait, f"storage fault starting a run process: {storage_fault_text(exc)}")
+            self._pause(now, now + wait, f"storage fault starting a run process: {storage_fault_text(exc)}")
             return
         self._slot_faults = 0
         for slot in ready:
