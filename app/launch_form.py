@@ -1,45 +1,104 @@
-"""The Launch page's logic: presets, form choices -> run specs, inline problems, run-time estimate.
+"""The Launch page's logic, generated from the run spec and the loss registry (no Streamlit).
 
-Everything here is plain Python (no Streamlit) so tests call it directly. A form's choices expand
-to one spec per (loss, seed); each spec is validated by ``gce_core.spec.parse_spec`` and its
-problems are reported per field, once, however many specs share them.
+The form is a flat dict of values, one per ``Knob``:
+
+- every field of ``gce_core.spec.RunSpec`` (type, range, default and description read from the
+  model), except ``loss`` (one run per chosen loss), the loss parameters (below) and the fields
+  a browser must not set (``NOT_IN_FORM``);
+- ``"<loss>.<param>"`` for every parameter of every loss of ``gce_core.losses.LOSSES`` (range,
+  default and help read from its ``Param``), so each loss keeps its own values;
+- the form's own: ``losses`` (any registry losses), ``seeds`` (runs per loss, seeds ``seed`` ..
+  ``seed + seeds - 1``), ``sweep`` and ``sweep_values`` (one run per value of noise_rate or of a
+  loss parameter).
+
+A new spec field or a new loss (with new parameters) therefore appears in the form, its URL and
+its checks with no change here. Presets come from ``gce_core.spec.PRESETS`` (per data set);
+``LAUNCH_DEFAULTS`` only adds what a gce_core preset does not say: which losses, how many seeds,
+which noise. ``build_specs`` expands the values into validated specs and reports each problem
+once, named with the form's words.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import asdict, dataclass, field, replace
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
+import annotated_types
 import torch
 
-from gce_core.data import DATASETS
-from gce_core.models import flops_hint
-from gce_core.noise import expected_transition
-from gce_core.spec import RunSpec, SpecError, parse_spec, preset_fields, scale_schedule
+from gce_core import spec as gspec
+from gce_core.data import DATASETS, DatasetNotFoundError, check_available
+from gce_core.losses import LOSSES, Param, get_loss
+from gce_core.models import MODEL_NAMES, flops_hint
+from gce_core.noise import CLASS_MAP_NAMES, NOISE_KINDS, check_noise, class_map, expected_transition
+from gce_core.spec import RunSpec, SpecError, parse_spec, preset_fields
 
-# The form offers the paper's four losses: it has widgets for q and k only. The other registry
-# losses are selectable through a spec, `python -m gce_core` and `python -m jobs submit`.
-FORM_LOSSES = ("cce", "mae", "lq", "truncated_lq")
-LOSS_LABELS = {"cce": "CCE", "mae": "MAE", "lq": "Lq (GCE)", "truncated_lq": "truncated Lq"}
-NOISE_LABELS = {
-    "none": "none (clean labels)",
-    "uniform": "uniform (to the other c-1 classes)",
-    "uniform_any": "uniform over all c classes (real flip rate eta(c-1)/c)",
-    "class_dependent": "class-dependent (pair flips)",
-    "open_set": "open-set (foreign images, labels kept)",
-}
-DATASET_LABELS = {
-    "digits": "digits (8x8, embedded)",
-    "fashion_mnist": "Fashion-MNIST",
-    "cifar10": "CIFAR-10",
-    "cifar100": "CIFAR-100",
-}
+Values = dict[str, Any]
 
-# Sizes of the training and test splits before any subset / validation hold-out.
+# RunSpec fields the form never sets: the loss (one run per chosen loss); paths and downloads
+# (no path is typed in a browser, and the lab works offline: the data check says how to get a
+# data set); the device (the executor gives each run its slot's device).
+NOT_IN_FORM = ("loss", "data_root", "download", "device")
+# Where a choice field's values come from: gce_core's own tuples, read at each call so that a
+# kind added there appears here. A Literal field (optimizer) needs no entry.
+CHOICES: dict[str, Callable[[], Sequence[str]]] = {
+    "dataset": lambda: tuple(DATASETS),
+    "model": lambda: MODEL_NAMES,
+    "noise": lambda: NOISE_KINDS,
+    "class_map": lambda: CLASS_MAP_NAMES,
+    "open_set_source": lambda: gspec.OPEN_SET_SOURCES,
+}
+# Nicer words for some fields; any other field is labelled from its name ("prune_every" ->
+# "Prune every").
+LABELS = {
+    "name": "Run name (optional)", "dataset": "Data set", "noise": "Label noise", "noise_rate": "Noise rate η",
+    "class_map": "Class map", "open_set_source": "Open-set images", "train_subset": "Training subset (0 = all)",
+    "val_fraction": "Validation share", "lr": "Learning rate", "lr_milestones": "LR milestones (epochs)",
+    "lr_gamma": "LR gamma", "seed": "First seed", "compile": "torch.compile", "augment": "Augment (crop + flip)",
+    "prune_start": "Prune start (epoch)", "prune_every": "Prune every (epochs)", "optimizer": "Optimiser",
+    "seeds": "Seeds per loss", "losses": "Losses to compare", "sweep": "Sweep over", "sweep_values": "Sweep values",
+}
+CHOICE_LABELS = {
+    "dataset": {"digits": "digits (8x8, embedded)", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"},
+    "noise": {
+        "none": "none (clean labels)", "uniform": "uniform (to the other c-1 classes)",
+        "uniform_any": "uniform over all c classes (real flip rate eta(c-1)/c)",
+        "class_dependent": "class-dependent (pair flips)", "open_set": "open-set (foreign images, labels kept)",
+    },
+    "losses": {name: loss.label for name, loss in LOSSES.items()},
+    "sweep": {"": "(no sweep)", "noise_rate": "noise rate η"},
+}
+NONE_CHOICE = {"class_map": "(data set default)"}  # what None means for an optional choice
+MAIN_FIELDS = ("dataset", "model", "noise", "noise_rate", "class_map", "open_set_source", "epochs", "name")
+SHOWN_WHEN = {"class_map": ("noise", "class_dependent"), "open_set_source": ("noise", "open_set")}
+MAX_SEEDS = 10
+MAX_SWEEP_VALUES = 20
+RATE_STEP = 0.05  # the noise-rate slider's step; its top is the highest step the noise allows
+CONFIRM_SECONDS = 3600.0  # launches estimated longer than this ask for a confirmation
+
+# What a gce_core preset does not say: the losses, seeds and noise the form starts with.
+LAUNCH_DEFAULTS: dict[str, Values] = {
+    "quick": {"noise": "uniform", "noise_rate": 0.4, "losses": ("cce", "mae", "lq"), "seeds": 1},
+    "paper": {"noise": "uniform", "noise_rate": 0.4, "losses": ("cce", "lq", "truncated_lq"), "seeds": 5},
+}
+PRESET_HELP = {
+    "quick": "Small runs: seconds on a CPU for digits, minutes for the others (a training subset, a small CNN).",
+    "paper": "The paper's protocol for the data set: SGD lr 0.01, its epochs and lr steps, ResNet for the "
+             "image data sets, CCE / Lq / truncated Lq, 5 seeds. Needs a GPU beyond digits.",
+}
+DEFAULT_PRESET = "quick"
+DEFAULT_DATASET = "digits"
+PAPER_LOSSES = ("cce", "mae", "lq", "truncated_lq")
+FORM_LOSSES = PAPER_LOSSES  # the Theory page's curves (its own loss list); the form offers every loss
+
+# Sizes of the training and test splits before any subset / validation hold-out; a data set not
+# listed gets no time estimate.
 TRAIN_SIZES = {"digits": 1437, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
 TEST_SIZES = {"digits": 360, "fashion_mnist": 10000, "cifar10": 10000, "cifar100": 10000}
-
 # Rough throughput of one run (one worker slot): sustained FLOP/s, overhead per batch, start-up
 # (process, imports, data). Calibrated on the quick digits demo on a 2-core CPU (~0.1 s/epoch).
 DEVICE_SPEED = {
@@ -48,155 +107,328 @@ DEVICE_SPEED = {
 }
 
 
+# --- knobs: one per form value -----------------------------------------------------------------
 @dataclass(frozen=True)
-class LaunchChoices:
-    """What the Launch form holds. ``losses`` x seeds ``first_seed .. first_seed + seeds - 1``
-    become one run each; the other fields go into every spec unchanged."""
+class Knob:
+    """One value of the form. kind: bool, int, float, choice, multi (several choices), text,
+    ints or floats (comma-separated lists). The range [low, high] (each end open or closed) holds
+    for numbers, and for each entry of a floats list."""
 
-    dataset: str = "digits"
-    model: str = "mlp"
-    noise: str = "uniform"
-    noise_rate: float = 0.4
-    class_map: str | None = None
-    losses: tuple[str, ...] = ("cce", "mae", "lq")
-    q: float = 0.7
-    k: float = 0.5
-    epochs: int = 60
-    seeds: int = 1
-    first_seed: int = 0
-    name: str = ""
-    # advanced (hidden in teaching mode)
-    lr: float = 0.1
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_milestones: tuple[int, ...] = ()
-    lr_gamma: float = 0.1
-    train_subset: int | None = None
-    val_fraction: float = 0.1
-    augment: bool = False
-    compile: bool = False
-    prune_start: int = 40
-    prune_every: int = 10
-    extra: dict[str, Any] = field(default_factory=dict)  # other spec fields a preset sets
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Preset:
     key: str
+    kind: str
+    default: Any
     label: str
-    preset: str  # gce_core preset name: "quick" or "paper"
-    dataset: str
-    overrides: dict[str, Any]
-    help: str
+    help: str = ""
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+    optional: bool = False  # None allowed (shown as 0 or NONE_CHOICE)
+    max_chars: int | None = None
+    why: str = ""  # why the range is what it is, when it depends on other values
+
+    @property
+    def bounded(self) -> bool:
+        return self.kind in ("int", "float", "floats") and (math.isfinite(self.low) or math.isfinite(self.high))
+
+    @property
+    def range_text(self) -> str:
+        def num(x: float) -> str:
+            return f"{x:g}" if math.isfinite(x) else ("-inf" if x < 0 else "inf")
+
+        lo = "(" if self.low_open or not math.isfinite(self.low) else "["
+        hi = ")" if self.high_open or not math.isfinite(self.high) else "]"
+        return f"{lo}{num(self.low)}, {num(self.high)}{hi}"
+
+    def contains(self, x: float) -> bool:
+        above = x > self.low if self.low_open else x >= self.low
+        below = x < self.high if self.high_open else x <= self.high
+        return above and below
+
+    def clamp(self, x: float) -> float | None:
+        """The nearest value in range, or None when that end is open (no nearest value)."""
+        if self.contains(x):
+            return x
+        if x < self.low or (x == self.low and self.low_open):
+            return None if self.low_open else self.low
+        return None if self.high_open else self.high
+
+    def choice_label(self, value: Any) -> str:
+        if value is None:
+            return NONE_CHOICE.get(self.key, "(default)")
+        return CHOICE_LABELS.get(self.key, {}).get(value, str(value))
 
 
-PRESETS: dict[str, Preset] = {
-    p.key: p
-    for p in (
-        Preset(
-            "quick", "Quick demo: digits, 40% uniform, CCE vs MAE vs Lq", "quick", "digits",
-            dict(noise="uniform", noise_rate=0.4, losses=("cce", "mae", "lq"), q=0.7, epochs=40),
-            "Three small runs on the embedded 8x8 digits; seconds on a CPU.",
-        ),
-        Preset(
-            "paper_cifar10", "Paper: CIFAR-10 protocol", "paper", "cifar10",
-            dict(noise="uniform", noise_rate=0.4, losses=("cce", "lq", "truncated_lq"), q=0.7, seeds=5),
-            "ResNet-34, SGD lr 0.01, 120 epochs (lr /10 at 40 and 80), 5 seeds. Needs a GPU and the CIFAR-10 files.",
-        ),
-        Preset(
-            "paper_cifar100", "Paper: CIFAR-100 protocol", "paper", "cifar100",
-            dict(noise="uniform", noise_rate=0.4, losses=("cce", "lq", "truncated_lq"), q=0.7, seeds=5),
-            "ResNet-34, 150 epochs (lr /10 at 80 and 120), pruning from epoch 80, 5 seeds. Needs a GPU.",
-        ),
-        Preset(
-            "paper_fashion_mnist", "Paper: Fashion-MNIST protocol", "paper", "fashion_mnist",
-            dict(noise="uniform", noise_rate=0.4, losses=("cce", "lq", "truncated_lq"), q=0.7, seeds=5),
-            "ResNet-18 (recalled, unverified), 120 epochs (lr /10 at 40 and 80), 5 seeds.",
-        ),
+def _label(name: str) -> str:
+    return LABELS.get(name) or name.replace("_", " ").capitalize()
+
+
+def _bounds(info) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for m in info.metadata:
+        if isinstance(m, annotated_types.Ge):
+            out.update(low=float(m.ge), low_open=False)
+        elif isinstance(m, annotated_types.Gt):
+            out.update(low=float(m.gt), low_open=True)
+        elif isinstance(m, annotated_types.Le):
+            out.update(high=float(m.le), high_open=False)
+        elif isinstance(m, annotated_types.Lt):
+            out.update(high=float(m.lt), high_open=True)
+        elif isinstance(m, annotated_types.MaxLen):
+            out.update(max_chars=m.max_length)
+    return out
+
+
+def _field_knob(name: str, info) -> Knob:
+    """A RunSpec field as a knob: its annotation gives the kind, its constraints the range."""
+    annotation = info.annotation
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), annotation) if optional else annotation
+    common = dict(key=name, default=info.default, label=_label(name), help=info.description or "", optional=optional, **_bounds(info))
+    if typing.get_origin(base) is typing.Literal:
+        return Knob(kind="choice", choices=tuple(typing.get_args(base)), **common)
+    if name in CHOICES:
+        return Knob(kind="choice", choices=tuple(CHOICES[name]()), **common)
+    if base is bool:
+        return Knob(kind="bool", **common)
+    if base is int:
+        return Knob(kind="int", **common)
+    if base is float:
+        return Knob(kind="float", **common)
+    if typing.get_origin(base) is tuple:
+        return Knob(kind="ints", **common)
+    return Knob(kind="text", **common)
+
+
+def _param_knob(loss_name: str, p: Param) -> Knob:
+    loss = LOSSES[loss_name]
+    return Knob(
+        key=f"{loss_name}.{p.name}", kind="float", default=p.default, label=f"{loss.label} {p.name}",
+        help=p.help, low=p.low, high=p.high, low_open=p.low_open, high_open=p.high_open,
     )
-}
-DEFAULT_PRESET = "quick"
-
-_CHOICE_FIELDS = {f for f in LaunchChoices.__dataclass_fields__ if f not in ("extra", "losses", "seeds", "first_seed")}
 
 
-def choices_from_preset(key: str) -> LaunchChoices:
-    """The form's values for preset ``key`` (one of PRESETS), built on gce_core's preset."""
-    if key not in PRESETS:
-        raise ValueError(f"unknown preset {key!r}; allowed: {', '.join(PRESETS)}")
-    p = PRESETS[key]
-    fields = preset_fields(p.preset, p.dataset)  # validated below, through the specs
-    if "epochs" in p.overrides:  # the preset's schedule at the same fractions of the run
-        fields = scale_schedule(fields, p.overrides["epochs"])
-    base = {k: v for k, v in fields.items() if k in _CHOICE_FIELDS}
-    extra = {k: v for k, v in fields.items() if k not in _CHOICE_FIELDS and k != "dataset"}
-    defaults = RunSpec().to_dict()
-    values = {k: base.get(k, defaults.get(k)) for k in _CHOICE_FIELDS if k in defaults}
-    values["lr_milestones"] = tuple(values.get("lr_milestones") or ())
-    values.update(dataset=p.dataset, extra=extra)
-    values.update(p.overrides)
-    return LaunchChoices(**values)
+def loss_param_names() -> tuple[str, ...]:
+    """Every parameter name some registry loss takes, in registry order."""
+    return tuple(dict.fromkeys(p.name for loss in LOSSES.values() for p in loss.params))
 
 
-def spec_fields(choices: LaunchChoices, loss: str, seed: int) -> dict[str, Any]:
-    """The spec dict of one run of the form: one loss, one seed."""
-    data = {k: v for k, v in choices.to_dict().items() if k in _CHOICE_FIELDS}
-    data.update(choices.extra)
-    data.update(loss=loss, seed=seed, lr_milestones=list(choices.lr_milestones))
-    if data["noise"] != "class_dependent":
+def form_fields() -> tuple[str, ...]:
+    """The RunSpec fields the form sets (every one but NOT_IN_FORM and the loss parameters)."""
+    params = set(loss_param_names())
+    return tuple(f for f in RunSpec.model_fields if f not in NOT_IN_FORM and f not in params)
+
+
+def max_noise_rate(noise: str, num_classes: int) -> float:
+    """The highest step of the noise-rate slider that ``noise`` accepts on c classes (the noise's
+    own check decides, so a new kind needs nothing here); 1 - step for kinds that ignore it."""
+    steps = [round(i * RATE_STEP, 10) for i in range(round(1 / RATE_STEP))]
+    ok = []
+    for rate in steps:
+        try:
+            check_noise(noise, rate, num_classes)
+        except ValueError:
+            continue
+        ok.append(rate)
+    return max(ok) if ok else 0.0
+
+
+def num_classes(values: Mapping[str, Any]) -> int:
+    info = DATASETS.get(values.get("dataset"))
+    return info.num_classes if info else 10
+
+
+def knobs(values: Mapping[str, Any] | None = None) -> dict[str, Knob]:
+    """Every knob of the form, by key. With ``values``, ranges that depend on other values follow
+    them (the noise rate's top follows the noise kind and the data set's classes)."""
+    out: dict[str, Knob] = {}
+    for name in form_fields():
+        out[name] = _field_knob(name, RunSpec.model_fields[name])
+    if values is not None and "noise" in values:
+        kind = values["noise"]
+        top = max_noise_rate(kind, num_classes(values))
+        words = CHOICE_LABELS["noise"].get(kind, kind)
+        out["noise_rate"] = replace(out["noise_rate"], high=top, high_open=False, why=f"for {words} noise")
+    out["losses"] = Knob("losses", "multi", ("lq",), _label("losses"), "One run per loss (and seed).", choices=tuple(LOSSES))
+    out["seeds"] = Knob("seeds", "int", 1, _label("seeds"), "Runs per loss, for mean ± std over seeds.", low=1, high=MAX_SEEDS)
+    sweepable = ("noise_rate", *loss_param_names())
+    out["sweep"] = Knob("sweep", "choice", "", _label("sweep"), "One run per value (per loss that takes the parameter, and per seed).",
+                        choices=("", *sweepable))
+    out["sweep_values"] = Knob("sweep_values", "floats", (), _label("sweep_values"), "Comma-separated, e.g. 0.1, 0.4, 0.7, 1.0.")
+    for loss_name, loss in LOSSES.items():
+        for p in loss.params:
+            knob = _param_knob(loss_name, p)
+            out[knob.key] = knob
+    return out
+
+
+# --- presets -----------------------------------------------------------------------------------
+def preset_names() -> tuple[str, ...]:
+    return tuple(gspec.PRESETS)
+
+
+def defaults(preset: str = DEFAULT_PRESET, dataset: str = DEFAULT_DATASET) -> Values:
+    """The form's values for gce_core preset ``preset`` on ``dataset``: RunSpec's and the
+    registry's defaults, then the preset's fields for that data set, then LAUNCH_DEFAULTS."""
+    values: Values = {key: knob.default for key, knob in knobs().items()}
+    values.update(LAUNCH_DEFAULTS.get(preset, LAUNCH_DEFAULTS[DEFAULT_PRESET]))
+    values["dataset"] = dataset if dataset in DATASETS else DEFAULT_DATASET
+    values.update(preset_values(preset, values["dataset"]))
+    return values
+
+
+def preset_values(preset: str, dataset: str) -> Values:
+    """The form values gce_core's preset sets for ``dataset`` ({} if it has none for it)."""
+    try:
+        fields = preset_fields(preset, dataset)
+    except (KeyError, ValueError):
+        return {}
+    out: Values = {}
+    for key, value in fields.items():
+        if key == "loss":
+            out["losses"] = (get_loss(value).name,)
+        elif key in loss_param_names():
+            for name, loss in LOSSES.items():
+                if any(p.name == key for p in loss.params):
+                    out[f"{name}.{key}"] = float(value)
+        elif key in RunSpec.model_fields and key not in NOT_IN_FORM:
+            out[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def with_dataset(values: Mapping[str, Any], preset: str, dataset: str) -> Values:
+    """``values`` moved to another data set: the preset's fields for it replace the current ones
+    (model, epochs, lr...), the class map goes back to the data set's default."""
+    out = dict(values)
+    out.update(dataset=dataset, class_map=None)
+    out.update(preset_values(preset, dataset))
+    return out
+
+
+# --- values -> specs -------------------------------------------------------------------------
+def loss_params(values: Mapping[str, Any], loss: str) -> dict[str, float]:
+    """The form's values of ``loss``'s own parameters."""
+    return {p.name: values.get(f"{loss}.{p.name}", p.default) for p in LOSSES[loss].params}
+
+
+def spec_fields(values: Mapping[str, Any], loss: str, seed: int, **changes: Any) -> dict[str, Any]:
+    """The spec dict of one run of the form: one loss (with its own parameters), one seed."""
+    data = {f: values[f] for f in form_fields() if f in values}
+    data.update(loss_params(values, loss))
+    data.update(loss=loss, seed=seed, **changes)
+    if "lr_milestones" in data:
+        data["lr_milestones"] = list(data["lr_milestones"])
+    if data.get("noise") != "class_dependent":
         data["class_map"] = None
     return data
 
 
-def build_specs(choices: LaunchChoices) -> tuple[list[RunSpec], list[tuple[str, str]]]:
-    """Expand the form into specs (losses x seeds). Returns (specs, problems); when problems is
-    not empty the specs are incomplete and nothing should be submitted. Each problem is
-    (field, message) as ``SpecError`` gives it, deduplicated across runs."""
+def label_problem(key: str, message: str, ks: Mapping[str, Knob] | None = None) -> str:
+    """'Noise rate η: must be ...': the form's name of the value, then the message."""
+    ks = ks or knobs()
+    knob = ks.get(key)
+    return f"{knob.label if knob else key}: {message}"
+
+
+def sweep_plan(values: Mapping[str, Any], loss: str) -> list[dict[str, float]]:
+    """The changes of each run of ``loss`` at one seed: [{}] without a sweep (or when ``loss``
+    does not take the swept parameter: it runs once, as a reference), else one per value."""
+    field, points = values.get("sweep") or "", tuple(values.get("sweep_values") or ())
+    if not field or not points:
+        return [{}]
+    if field == "noise_rate" or field in loss_params(values, loss):
+        return [{field: float(v)} for v in points]
+    return [{}]
+
+
+def build_specs(values: Mapping[str, Any]) -> tuple[list[RunSpec], list[tuple[str, str]]]:
+    """Expand the form into specs: losses x sweep values x seeds. Returns (specs, problems);
+    when problems is not empty nothing should be submitted. Each problem is (knob key, message),
+    once however many runs share it; ``label_problem`` words it for the page."""
     problems: list[tuple[str, str]] = []
-    if not choices.losses:
-        problems.append(("losses", f"pick at least one loss ({', '.join(FORM_LOSSES)})"))
-    if choices.seeds < 1:
-        problems.append(("seeds", f"seeds must be at least 1, got {choices.seeds}"))
+
+    def add(key: str, msg: str) -> None:
+        if (key, msg) not in problems:
+            problems.append((key, msg))
+
+    losses = tuple(values.get("losses") or ())
+    seeds = int(values.get("seeds") or 0)
+    if not losses:
+        add("losses", f"pick at least one loss ({', '.join(LOSSES)})")
+    if not 1 <= seeds <= MAX_SEEDS:
+        add("seeds", f"must be 1 to {MAX_SEEDS}, got {seeds}")
+    field, points = values.get("sweep") or "", tuple(values.get("sweep_values") or ())
+    if field:
+        if not points:
+            add("sweep_values", f"list the values of {field} to sweep over, e.g. 0.1, 0.4, 0.7")
+        elif len(points) > MAX_SWEEP_VALUES:
+            add("sweep_values", f"at most {MAX_SWEEP_VALUES} values, got {len(points)}")
+        elif field != "noise_rate" and not any(field in loss_params(values, loss) for loss in losses):
+            takers = [LOSSES[n].label for n, loss in LOSSES.items() if any(p.name == field for p in loss.params)]
+            add("sweep", f"none of the chosen losses takes {field}; pick one that does ({', '.join(takers)})")
     specs: list[RunSpec] = []
-    for loss in choices.losses:
-        for i in range(max(choices.seeds, 0)):
-            try:
-                specs.append(parse_spec(spec_fields(choices, loss, choices.first_seed + i)))
-            except SpecError as exc:
-                problems.extend(p for p in exc.problems if p not in problems)
+    first = int(values.get("seed") or 0)
+    for loss in losses:
+        for change in sweep_plan(values, loss):
+            for i in range(max(0, min(seeds, MAX_SEEDS))):
+                try:
+                    specs.append(parse_spec(spec_fields(values, loss, first + i, **change)))
+                except SpecError as exc:
+                    for key, msg in exc.problems:
+                        if key in LOSSES[loss].defaults:
+                            key = "sweep_values" if key == field and field in change else f"{loss}.{key}"
+                        elif key == field and field in change:
+                            key = "sweep_values"
+                        add(key, msg)
     return specs, problems
 
 
-def advice(choices: LaunchChoices) -> list[str]:
+def fingerprint(specs: Sequence[RunSpec]) -> str:
+    """Identifies a launch's specs (a confirmation holds only for the specs it was asked for)."""
+    return hashlib.sha256("\n".join(s.to_json() for s in specs).encode()).hexdigest()[:16]
+
+
+def advice(values: Mapping[str, Any]) -> list[str]:
     """Warnings that do not block a launch (the runs would run, perhaps not as intended)."""
     notes = []
-    info = DATASETS.get(choices.dataset)
-    if "truncated_lq" in choices.losses and choices.prune_start > choices.epochs:
+    info = DATASETS.get(values.get("dataset"))
+    losses = tuple(values.get("losses") or ())
+    if any(LOSSES[n].per_sample_state for n in losses) and values.get("prune_start", 0) > values.get("epochs", 0):
         notes.append(
-            f"truncated Lq prunes from epoch {choices.prune_start}, but the runs have "
-            f"{choices.epochs} epochs: it will train as plain Lq. Lower 'prune start' (advanced)."
+            f"truncated Lq prunes from epoch {values['prune_start']}, but the runs have "
+            f"{values['epochs']} epochs: it will train as plain Lq. Lower 'Prune start (epoch)' (Advanced)."
         )
-    if info is not None and not info.embedded:
-        notes.append(f"{choices.dataset} is read from the data folder. {info.how_to_get}")
-    if "mae" in choices.losses and info is not None and info.num_classes >= 100:
+    if "mae" in losses and info is not None and info.num_classes >= 100:
         notes.append("MAE barely trains on 100 classes (the paper's point); expect low accuracy.")
+    field = values.get("sweep") or ""
+    if field and field != "noise_rate":
+        once = [LOSSES[n].label for n in losses if field not in loss_params(values, n)]
+        if once:
+            verb = "takes" if len(once) == 1 else "take"
+            notes.append(f"{', '.join(once)} {verb} no {field}: one run each per seed, as a reference.")
     return notes
 
 
+def data_problem(dataset: str, root) -> str | None:
+    """None when the data set's files are in the data folder ``root``, else what is missing and
+    how to get it (a cheap check: no file is read)."""
+    try:
+        check_available(dataset, root)
+    except DatasetNotFoundError as exc:
+        return str(exc)
+    return None
+
+
 # --- noise preview ---------------------------------------------------------------------------
-def noise_matrix(choices: LaunchChoices) -> torch.Tensor:
+def noise_matrix(values: Mapping[str, Any]) -> torch.Tensor:
     """The (C, C) transition matrix the chosen noise produces in expectation (rows: clean label,
-    columns: noisy label). Raises ValueError when the noise is not valid for the data set."""
-    info = DATASETS[choices.dataset]
-    class_map = choices.class_map if choices.noise == "class_dependent" else None
-    return expected_transition(
-        choices.noise, choices.noise_rate, info.num_classes, class_map, dataset=choices.dataset
-    )
+    columns: noisy label). Raises ValueError when the noise is not valid for the data set or has
+    no expected matrix."""
+    info = DATASETS[values["dataset"]]
+    cmap = values.get("class_map") if values.get("noise") == "class_dependent" else None
+    return expected_transition(values["noise"], values["noise_rate"], info.num_classes, cmap, dataset=info.name)
 
 
 def wrong_label_share(matrix: torch.Tensor) -> float:
@@ -204,18 +436,33 @@ def wrong_label_share(matrix: torch.Tensor) -> float:
     return float(1.0 - matrix.diagonal().mean())
 
 
+def class_map_choices(dataset: str) -> list[str]:
+    """The class maps that fit the data set's number of classes."""
+    c = DATASETS[dataset].num_classes if dataset in DATASETS else 10
+    ok = []
+    for name in CLASS_MAP_NAMES:
+        try:
+            class_map(name, c)
+        except ValueError:
+            continue
+        ok.append(name)
+    return ok
+
+
 # --- run-time estimate -----------------------------------------------------------------------
-def device_kind(devices: list[str] | tuple[str, ...]) -> str:
+def device_kind(devices: Sequence[str]) -> str:
     """"cuda" when the executor lists a CUDA device, else "cpu"."""
     return "cuda" if any(str(d).startswith("cuda") for d in devices) else "cpu"
 
 
-def epoch_seconds(spec: RunSpec, kind: str = "cpu") -> float:
+def epoch_seconds(spec: RunSpec, kind: str = "cpu") -> float | None:
     """Rough seconds of one epoch on one slot: training (3x forward FLOPs) plus evaluation of
-    validation and test, plus a fixed cost per batch."""
+    validation and test, plus a fixed cost per batch. None for a data set of unknown size."""
     speed = DEVICE_SPEED[kind]
     info = DATASETS[spec.dataset]
-    n = TRAIN_SIZES[spec.dataset]
+    n = TRAIN_SIZES.get(spec.dataset)
+    if n is None:
+        return None
     if spec.train_subset:
         n = min(n, spec.train_subset)
     n_val = round(spec.val_fraction * n)
@@ -226,16 +473,20 @@ def epoch_seconds(spec: RunSpec, kind: str = "cpu") -> float:
     return flops / speed["flops"] + batches * speed["per_batch"]
 
 
-def run_seconds(spec: RunSpec, kind: str = "cpu") -> float:
-    """Rough seconds of a whole run on one slot, start-up included."""
-    return DEVICE_SPEED[kind]["startup"] + spec.epochs * epoch_seconds(spec, kind)
+def run_seconds(spec: RunSpec, kind: str = "cpu") -> float | None:
+    """Rough seconds of a whole run on one slot, start-up included (None: unknown)."""
+    epoch = epoch_seconds(spec, kind)
+    return None if epoch is None else DEVICE_SPEED[kind]["startup"] + spec.epochs * epoch
 
 
-def total_seconds(specs: list[RunSpec], slots: int, kind: str = "cpu") -> float:
+def total_seconds(specs: Sequence[RunSpec], slots: int, kind: str = "cpu") -> float | None:
     """Wall time until all ``specs`` finish on ``slots`` parallel slots (longest first, each to
-    the least busy slot). 0 for no specs."""
+    the least busy slot). 0 for no specs, None when a run's time is unknown."""
     loads = [0.0] * max(1, slots)
-    for seconds in sorted((run_seconds(s, kind) for s in specs), reverse=True):
+    times = [run_seconds(s, kind) for s in specs]
+    if any(t is None for t in times):
+        return None
+    for seconds in sorted(times, reverse=True):
         i = loads.index(min(loads))
         loads[i] += seconds
     return max(loads)
@@ -257,31 +508,54 @@ def format_duration(seconds: float) -> str:
 
 
 def session_cap_problem(active: int, new: int, cap: int) -> str | None:
-    """A message when ``new`` more runs would take this session past ``cap`` queued or running
-    runs, else None."""
-    if active + new <= cap:
+    """'n runs over your cap ...' when ``new`` more runs would take this session past ``cap``
+    queued or running runs, else None."""
+    over = active + new - cap
+    if over <= 0:
         return None
     left = max(0, cap - active)
     return (
-        f"this session already has {active} run(s) queued or running; the cap is {cap} per "
-        f"session, so at most {left} more can be launched now. Wait for some to finish, or "
-        "cancel some on the Runs page."
+        f"{over} run(s) over your cap: this session has {active} run(s) queued or running and may "
+        f"have {cap}, so at most {left} more now. Pick fewer losses, seeds or sweep values, or wait "
+        "for some runs to finish (the Runs page can cancel them)."
     )
 
 
-def with_values(choices: LaunchChoices, **values: Any) -> LaunchChoices:
-    """A copy with some fields replaced (tuples for the tuple fields)."""
-    if "losses" in values:
-        values["losses"] = tuple(values["losses"])
-    if "lr_milestones" in values:
-        values["lr_milestones"] = tuple(values["lr_milestones"])
-    return replace(choices, **values)
+# --- widget values ---------------------------------------------------------------------------
+def to_widget(knob: Knob, value: Any) -> Any:
+    """A form value as its widget holds it: lists as text, None as 0 or '' (the default choice)."""
+    if knob.kind in ("ints", "floats"):
+        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value or ())
+    if knob.kind == "multi":
+        return list(value or ())
+    if value is None and knob.optional:
+        return 0 if knob.kind == "int" else ""
+    return value
 
 
-def parse_milestones(text: str) -> tuple[tuple[int, ...], str | None]:
-    """'40, 80' -> ((40, 80), None); a bad entry -> ((), message)."""
-    parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
-    try:
-        return tuple(int(p) for p in parts), None
-    except ValueError:
-        return (), f"lr milestones must be whole epochs separated by commas, like 40, 80; got {text!r}"
+def from_widget(knob: Knob, shown: Any) -> tuple[Any, str | None]:
+    """(form value, None), or (None, problem) for text that does not parse."""
+    if knob.kind in ("ints", "floats"):
+        conv = int if knob.kind == "ints" else float
+        try:
+            items = tuple(conv(p) for p in str(shown).replace(";", ",").split(",") if p.strip())
+        except ValueError:
+            example = "40, 80" if knob.kind == "ints" else "0.1, 0.4, 0.7"
+            words = "whole numbers" if knob.kind == "ints" else "numbers"
+            return None, f"must be {words} separated by commas, like {example}; got {shown!r}"
+        if knob.kind == "floats":
+            items = tuple(dict.fromkeys(items))
+            if not all(math.isfinite(v) for v in items):
+                return None, f"must be finite numbers; got {shown!r}"
+        return items, None
+    if knob.kind == "multi":
+        return tuple(shown or ()), None
+    if knob.optional and shown in (0, ""):
+        return None, None
+    return shown, None
+
+
+def step(knob: Knob) -> float:
+    """A number input's step: the order of magnitude of the default (0.1 for 0.7, 1e-4 for 1e-4)."""
+    magnitude = abs(float(knob.default or 0.0))
+    return 10.0 ** math.floor(math.log10(magnitude)) if magnitude else 0.1

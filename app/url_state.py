@@ -8,7 +8,7 @@ short.
 | page    | parameters                                                           |
 |---------|----------------------------------------------------------------------|
 | all     | ``teach=1`` teaching mode                                            |
-| Launch  | ``preset`` and the form fields that differ from it (see LAUNCH_PARAMS) |
+| Launch  | ``preset``, ``ds`` and the form values that differ from the preset (see ``launch_to_params``) |
 | Runs    | ``runs`` (ids, comma-separated), ``metric``, ``status``, ``group``, ``archived`` |
 | Compare | ``runs``, ``group``, ``metric``, ``by``, ``smooth``, ``raw``          |
 | Theory  | ``c``, ``q`` (list), ``k``, ``rate``, ``run``                         |
@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from app.launch_form import DEFAULT_PRESET, PRESETS, LaunchChoices, choices_from_preset, with_values
+from app import launch_form as lf
 
 Params = Mapping[str, Any]
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -102,8 +102,11 @@ def fmt(value: Any) -> str:
     """One URL value: lists comma-joined, floats with :g, booleans as 1/0."""
     if isinstance(value, bool):
         return "1" if value else "0"
+    if value is None:
+        return "none"
     if isinstance(value, float):
-        return f"{value:g}"
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
     if isinstance(value, (list, tuple)):
         return ",".join(fmt(v) for v in value)
     return str(value)
@@ -115,60 +118,175 @@ def non_default(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[
 
 
 # --- Launch ------------------------------------------------------------------------------------
-# URL key -> (LaunchChoices field, kind)
-LAUNCH_PARAMS: dict[str, tuple[str, str]] = {
-    "ds": ("dataset", "str"), "model": ("model", "str"), "noise": ("noise", "str"),
-    "rate": ("noise_rate", "float"), "map": ("class_map", "str"), "losses": ("losses", "list"),
-    "q": ("q", "float"), "k": ("k", "float"), "epochs": ("epochs", "int"), "seeds": ("seeds", "int"),
-    "seed0": ("first_seed", "int"), "lr": ("lr", "float"), "bs": ("batch_size", "int"),
-    "opt": ("optimizer", "str"), "mom": ("momentum", "float"), "wd": ("weight_decay", "float"),
-    "ms": ("lr_milestones", "ints"), "gamma": ("lr_gamma", "float"), "subset": ("train_subset", "int"),
-    "val": ("val_fraction", "float"), "aug": ("augment", "bool"), "ps": ("prune_start", "int"),
-    "pe": ("prune_every", "int"), "compile": ("compile", "bool"),
+# Every value of the Launch form (``launch_form.knobs()``: each RunSpec field, each parameter of
+# each registry loss as ``<loss>.<param>``, losses, seeds, sweep) has a URL key: its own key, or
+# for a few spec fields the short name links have used from the start. A new spec field or loss
+# parameter gets its key with no change here.
+LAUNCH_SHORT = {
+    "dataset": "ds", "noise_rate": "rate", "class_map": "map", "seed": "seed0", "batch_size": "bs",
+    "optimizer": "opt", "momentum": "mom", "weight_decay": "wd", "lr_milestones": "ms", "lr_gamma": "gamma",
+    "train_subset": "subset", "val_fraction": "val", "augment": "aug", "prune_start": "ps", "prune_every": "pe",
+    "sweep_values": "values",
 }
+# Read only: ``loss`` for ``losses``; a bare parameter name (``q=0.3``, as links had before the
+# form knew every loss) sets it for every loss that takes it.
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_NONE = ("", "none", "default")
 
 
-def _parse(kind: str, text: str) -> Any:
-    if kind == "float":
-        value = float(text)
-        if not math.isfinite(value):
-            raise ValueError(text)
-        return value
-    if kind == "int":
-        return int(text)
-    if kind == "bool":
-        return text.lower() in ("1", "true", "yes", "on")
-    if kind == "list":
-        return tuple(v.strip() for v in text.split(",") if v.strip())
-    if kind == "ints":
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    return text
+def launch_url_key(key: str) -> str:
+    return LAUNCH_SHORT.get(key, key)
 
 
-def launch_from_params(params: Params) -> tuple[str, LaunchChoices]:
-    """(preset key, form choices): the preset's values with the URL's fields on top. Values of
-    the wrong type are ignored; values of the right type are kept even when out of range, so
-    the form shows them with the spec's own message."""
-    preset = get_str(params, "preset", DEFAULT_PRESET, PRESETS)
-    choices = choices_from_preset(preset)
-    updates = {}
-    for key, (field, kind) in LAUNCH_PARAMS.items():
-        text = _raw(params, key)
-        if text is None or text == "":
-            continue
+def launch_keys() -> tuple[str, ...]:
+    """Every query parameter the Launch page reads."""
+    return ("preset", "loss", *(launch_url_key(k) for k in lf.knobs()), *lf.loss_param_names())
+
+
+def _num(x: float) -> str:
+    return fmt(float(x))
+
+
+def parse_knob(knob: lf.Knob, text: str) -> tuple[Any, str | None]:
+    """(value, None) for a good URL value; (value, problem) when it was clamped into range;
+    (None, problem) when refused. ``problem`` says what the value must be, in the form's words."""
+    must = f"must be in {knob.range_text}" + (f" {knob.why}" if knob.why else "")
+    if knob.optional and text.lower() in _NONE:
+        return None, None
+    if knob.kind in ("int", "float"):
         try:
-            updates[field] = _parse(kind, text)
+            value = int(text) if knob.kind == "int" else float(text)
         except ValueError:
+            word = "a whole number" if knob.kind == "int" else "a number"
+            return None, f"must be {word} in {knob.range_text}"
+        if not math.isfinite(value):
+            return None, f"must be a finite number in {knob.range_text}"
+        if knob.contains(value):
+            return value, None
+        clamped = knob.clamp(value)
+        if clamped is None:
+            return None, must
+        return (int(clamped) if knob.kind == "int" else clamped), f"{must}; set to {_num(clamped)}"
+    if knob.kind == "bool":
+        if text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE, None
+        return None, "must be 1 (on) or 0 (off)"
+    if knob.kind == "choice":
+        if text in knob.choices:
+            return text, None
+        shown = ", ".join(c for c in knob.choices if c)
+        return None, f"must be one of {shown}"
+    if knob.kind == "multi":
+        kept, bad = [], []
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            try:
+                name = lf.get_loss(part).name if knob.key == "losses" else part
+            except ValueError:
+                name = None
+            if name not in knob.choices:
+                bad.append(part)
+            elif name not in kept:
+                kept.append(name)
+        if bad:
+            problem = f"has no {', '.join(repr(b) for b in bad)} (it offers {', '.join(knob.choices)})"
+            return (tuple(kept) or None), problem + ("; dropped" if kept else "")
+        return tuple(kept) or None, None
+    if knob.kind in ("ints", "floats"):
+        conv = int if knob.kind == "ints" else float
+        try:
+            items = tuple(conv(p) for p in text.split(",") if p.strip())
+        except ValueError:
+            example = "40, 80" if knob.kind == "ints" else "0.1, 0.4, 0.7"
+            return None, f"must be {'whole numbers' if knob.kind == 'ints' else 'numbers'} separated by commas, like {example}"
+        if knob.kind == "floats" and not all(math.isfinite(x) for x in items):
+            return None, "must be finite numbers"
+        return items, None
+    if knob.max_chars is not None and len(text) > knob.max_chars:
+        return text[: knob.max_chars], f"must be at most {knob.max_chars} characters; cut there"
+    return text, None
+
+
+def _preset_and_dataset(params: Params) -> tuple[str, str, list[str]]:
+    notes = []
+    names = lf.preset_names()
+    preset, dataset = _raw(params, "preset") or lf.DEFAULT_PRESET, _raw(params, "ds")
+    if preset not in names:  # links made before: preset=paper_cifar10 is preset paper on cifar10
+        legacy = next((n for n in names if preset.startswith(n + "_") and preset[len(n) + 1:] in lf.DATASETS), None)
+        if legacy:
+            preset, dataset = legacy, dataset or preset[len(legacy) + 1:]
+        else:
+            notes.append(f"Link parameter preset={preset[:60]}: Preset must be one of {', '.join(names)}; kept {lf.DEFAULT_PRESET}.")
+            preset = lf.DEFAULT_PRESET
+    if dataset is not None and dataset not in lf.DATASETS:
+        notes.append(f"Link parameter ds={dataset[:60]}: Data set must be one of {', '.join(lf.DATASETS)}; kept {lf.DEFAULT_DATASET}.")
+        dataset = None
+    return preset, dataset or lf.DEFAULT_DATASET, notes
+
+
+def launch_from_params(params: Params) -> tuple[str, lf.Values, list[str]]:
+    """(preset, form values, notes) from a link: the preset's values for its data set with the
+    link's values on top. A value of the wrong type is refused and one out of range is clamped
+    into it (or refused when that end of the range is open); each gets a one-line note naming
+    the parameter and its range. Never raises."""
+    preset, dataset, notes = _preset_and_dataset(params)
+    values = lf.defaults(preset, dataset)
+
+    def shown(key: str) -> str:
+        value = values[key]
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, tuple):
+            return ", ".join(map(fmt, value)) or "none"
+        return fmt(value)
+
+    def take(key: str, url: str, knob: lf.Knob) -> None:
+        text = _raw(params, url)
+        if text is None or (text == "" and not knob.optional):
+            return
+        value, problem = parse_knob(knob, text)
+        if value is not None or (knob.optional and problem is None):
+            values[key] = value
+        if problem:
+            kept = "" if value is not None else f"; kept {shown(key)}"
+            notes.append(f"Link parameter {url}={text[:60]}: {knob.label} {problem}{kept}.")
+
+    ks = lf.knobs()
+    bare = set(lf.loss_param_names())
+    for name in bare:  # q=0.3 sets q of every loss taking it (a <loss>.q below wins)
+        for key, knob in ks.items():
+            if key.endswith("." + name):
+                take(key, name, knob)
+    for key, knob in ks.items():
+        if key in ("dataset", "noise_rate") or key in bare:
             continue
-    return preset, with_values(choices, **updates)
+        url = launch_url_key(key)
+        take(key, "loss" if key == "losses" and _raw(params, url) is None else url, knob)
+    # Ranges that depend on other values: the noise rate's top follows the noise kind and the
+    # data set; the class maps, the data set's classes.
+    rate = lf.knobs(values)["noise_rate"]
+    take("noise_rate", launch_url_key("noise_rate"), rate)
+    if not rate.contains(values["noise_rate"]):  # the preset's rate, under another noise kind
+        values["noise_rate"] = rate.clamp(values["noise_rate"]) or 0.0
+    if values.get("class_map") is not None and values["class_map"] not in lf.class_map_choices(dataset):
+        notes.append(f"Link parameter map={values['class_map']}: Class map must be one of "
+                     f"{', '.join(lf.class_map_choices(dataset))} for {dataset}; kept the data set default.")
+        values["class_map"] = None
+    return preset, values, notes
 
 
-def launch_to_params(preset: str, choices: LaunchChoices) -> dict[str, str]:
-    """``preset`` plus the fields that differ from it."""
-    base = choices_from_preset(preset)
+def launch_to_params(preset: str, values: Mapping[str, Any]) -> dict[str, str]:
+    """``preset``, ``ds`` and the values that differ from the preset's for that data set."""
+    dataset = values.get("dataset", lf.DEFAULT_DATASET)
+    base = lf.defaults(preset, dataset)
     out = {"preset": preset}
-    for key, (field, _kind) in LAUNCH_PARAMS.items():
-        value, default = getattr(choices, field), getattr(base, field)
-        if value is not None and fmt(value) != fmt(default):
-            out[key] = fmt(value)
+    if dataset != lf.DEFAULT_DATASET:
+        out["ds"] = dataset
+    for key in lf.knobs():
+        if key == "dataset" or key not in values:
+            continue
+        value = values[key]
+        if fmt(value) != fmt(base.get(key)):
+            out[launch_url_key(key)] = fmt(value)
     return out

@@ -282,6 +282,24 @@ def _not_found(info: DatasetInfo, root: pathlib.Path, reason: str) -> DatasetNot
     )
 
 
+def check_available(name: str, root: str | os.PathLike | None = None) -> None:
+    """Raise :class:`DatasetNotFoundError` (saying how to get it) unless the files torchvision
+    reads for data set ``name`` are in the data folder ``root``. A cheap check: it looks for the
+    files and reads none of them (corrupted files still fail later, in :func:`load_raw`)."""
+    info = dataset_info(name)
+    if info.embedded:
+        return
+    folder = _resolve_root(root)
+    cls = _torchvision_class(info)
+    if hasattr(cls, "base_folder"):  # CIFAR: pickled batches in base_folder
+        files = [folder / cls.base_folder / f for f, _md5 in (*cls.train_list, *cls.test_list)]
+    else:  # the MNIST family: the unpacked IDX files in <class name>/raw
+        files = [folder / cls.__name__ / "raw" / os.path.basename(url).removesuffix(".gz") for url, _md5 in cls.resources]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise _not_found(info, folder, f"{len(missing)} of its {len(files)} files are missing, e.g. {missing[0]}")
+
+
 def open_set_source(
     name: str, root: str | os.PathLike | None = None, download: bool = False
 ) -> torch.Tensor | None:

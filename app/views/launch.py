@@ -1,7 +1,15 @@
-"""Launch: pick data, noise and losses; see the noise matrix and a time estimate; queue the runs."""
+"""Launch: pick data, noise and losses (every loss of the registry, with its own parameters), or a
+sweep; the summary (runs, time, noise matrix) follows each change; queue the runs as one group.
+
+The widgets are generated from ``launch_form.knobs()``: one per RunSpec field and per loss
+parameter. Each widget's key is ``launch_<knob key>``; the form's values live in
+``launch_form_values`` so that widgets hidden for a while (a loss not chosen, teaching mode)
+keep theirs.
+"""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import streamlit as st
@@ -9,57 +17,165 @@ import streamlit as st
 from app import charts, ui, url_state
 from app import launch_form as lf
 from gce_core.data import DATASETS
-from gce_core.models import MODEL_NAMES
-from gce_core.noise import CLASS_MAP_NAMES, NOISE_KINDS
+from gce_core.losses import LOSSES
 from jobs.client import SubmitRefused
 from jobs.status import RunStatus
 
 P = "launch_"  # widget key prefix
-URL_KEYS = (*url_state.LAUNCH_PARAMS, "preset")
-DEFAULT_MAP = "(data set default)"
+VALUES = P + "form_values"
+NOTES = P + "link_notes"
+CONFIRM = P + "confirm"
 
 
-def form_values(choices: lf.LaunchChoices) -> dict:
-    """Widget key -> value for the form."""
-    values = {P + k: v for k, v in choices.to_dict().items() if k != "extra"}
-    values[P + "losses"] = list(choices.losses)
-    values[P + "lr_milestones"] = ", ".join(map(str, choices.lr_milestones))
-    values[P + "train_subset"] = choices.train_subset or 0
-    values[P + "class_map"] = choices.class_map or DEFAULT_MAP
-    return values
+# --- state -------------------------------------------------------------------------------------
+def clear_widgets(keep: tuple[str, ...] = ()) -> None:
+    """Forget the widgets' own state so they show the form values again."""
+    for key in lf.knobs():
+        if key not in keep:
+            st.session_state.pop(P + key, None)
 
 
-def read_form(preset: str) -> tuple[lf.LaunchChoices, list[tuple[str, str]]]:
-    """The form's submitted values (hidden advanced fields keep the preset's)."""
-    base = lf.choices_from_preset(preset)
-    s = st.session_state
-    values = {}
-    for name in base.to_dict():
-        if name != "extra" and P + name in s:
-            values[name] = s[P + name]
-    problems = []
-    if "lr_milestones" in values:
-        values["lr_milestones"], msg = lf.parse_milestones(values["lr_milestones"])
-        if msg:
-            problems.append(("lr_milestones", msg))
-    values["train_subset"] = values.get("train_subset") or None
-    if values.get("class_map") == DEFAULT_MAP:
-        values["class_map"] = None
-    return lf.with_values(base, **values), problems
+def reset(preset: str, values: dict, notes: list[str] = ()) -> None:
+    st.session_state[P + "preset"] = preset
+    st.session_state[VALUES] = dict(values)
+    st.session_state[NOTES] = (list(notes), snapshot(values))
+    clear_widgets()
 
 
-def apply_preset() -> None:
-    ui.seed(form_values(lf.choices_from_preset(st.session_state[P + "preset"])), force=True)
+def snapshot(values: dict) -> str:
+    return repr(sorted((k, url_state.fmt(v)) for k, v in values.items()))
 
 
-def session_active(client, ids: list[int]) -> int:
-    active = 0
+def on_preset() -> None:
+    preset = st.session_state[P + "preset"]
+    reset(preset, lf.defaults(preset, st.session_state[VALUES]["dataset"]))
+
+
+def on_dataset() -> None:
+    values = lf.with_dataset(st.session_state[VALUES], st.session_state[P + "preset"], st.session_state[P + "dataset"])
+    st.session_state[VALUES] = values
+    clear_widgets(keep=("dataset",))
+
+
+# --- widgets -------------------------------------------------------------------------------------
+def widget(knob: lf.Knob, where, problems: list, *, label: str | None = None, **kw) -> None:
+    """The widget of one knob; its value goes back into the form values (or a problem)."""
+    key = P + knob.key
+    values = st.session_state[VALUES]
+    # Set it each run: a widget whose options or range change (the sweep's choices follow the
+    # losses) would otherwise start again from its first value.
+    st.session_state[key] = st.session_state[key] if key in st.session_state else lf.to_widget(knob, values[knob.key])
+    label = label or knob.label
+    options = kw.pop("options", None)
+    common = dict(key=key, help=knob.help or None, **kw)
+    finite = {k: v for k, v in (("min_value", knob.low), ("max_value", knob.high)) if math.isfinite(v)}
+    if knob.kind == "bool":
+        where.checkbox(label, **common)
+    elif knob.kind == "int":
+        ints = {k: int(v) for k, v in finite.items()}
+        if knob.optional:
+            ints["min_value"] = 0
+        where.number_input(label, step=1, **ints, **common)
+    elif knob.kind == "float":
+        where.number_input(label, step=lf.step(knob), format="%g", **finite, **common)
+    elif knob.kind == "choice":
+        options = options or ([""] if knob.optional else []) + list(knob.choices)
+        if st.session_state[key] not in options:
+            st.session_state[key] = options[0]
+        where.selectbox(label, options, format_func=knob.choice_label, **common)
+    elif knob.kind == "multi":
+        where.pills(label, list(knob.choices), selection_mode="multi", format_func=knob.choice_label, **common)
+    else:
+        where.text_input(label, max_chars=knob.max_chars, **common)
+    value, problem = lf.from_widget(knob, st.session_state[key])
+    if problem:
+        problems.append((knob.key, problem))
+    else:
+        values[knob.key] = value
+
+
+def rate_slider(ks: dict, where, problems: list) -> None:
+    """The noise rate: a slider whose top is the highest rate the chosen noise accepts."""
+    knob, key = ks["noise_rate"], P + "noise_rate"
+    values = st.session_state[VALUES]
+    current = st.session_state.get(key, values["noise_rate"])
+    if not knob.contains(current):
+        top = knob.clamp(current) or 0.0
+        st.session_state[P + "rate_note"] = f"Noise rate η lowered from {current:g} to {top:g}: it must be in {knob.range_text} {knob.why}."
+        st.session_state[key] = values["noise_rate"] = top
+    else:
+        st.session_state[key] = current  # kept when the slider's top moves (see widget)
+    noise = values["noise"]
+    where.slider(knob.label, 0.0, knob.high, step=lf.RATE_STEP, key=key, disabled=noise == "none",
+                 help=f"Share of training labels selected for corruption; {knob.range_text} {knob.why}.")
+    values["noise_rate"] = st.session_state[key]
+
+
+def loss_rows(ks: dict, problems: list) -> None:
+    """The chosen losses' own parameters, one row per loss with its formula."""
+    for name in st.session_state[VALUES]["losses"]:
+        loss = LOSSES[name]
+        if not loss.params:
+            continue
+        cols = st.columns([2] + [1] * max(2, len(loss.params)), vertical_alignment="bottom")
+        cols[0].markdown(f"**{loss.label}**  \n`{loss.formula}`")
+        for col, p in zip(cols[1:], loss.params, strict=False):
+            widget(ks[f"{name}.{p.name}"], col, problems, label=p.name)
+
+
+def form(teach: bool, data_root: str) -> list[tuple[str, str]]:
+    """Every widget of the form; returns the problems of text that did not parse."""
+    problems: list[tuple[str, str]] = []
+    values = st.session_state[VALUES]
+    ks = lf.knobs(values)
+    c1, c2 = st.columns(2)
+    widget(ks["dataset"], c1, problems, on_change=on_dataset)
+    widget(ks["model"], c2, problems)
+    widget(ks["noise"], c1, problems)
+    ks = lf.knobs(values)  # the rate's top follows the noise kind just chosen
+    rate_slider(ks, c2, problems)
+    note = st.session_state.pop(P + "rate_note", None)
+    if note:
+        st.info(note)
+    shown = [f for f in ("class_map", "open_set_source") if values.get(lf.SHOWN_WHEN[f][0]) == lf.SHOWN_WHEN[f][1]]
+    for field, col in zip(shown, (c1, c2), strict=False):
+        options = ["", *lf.class_map_choices(values["dataset"])] if field == "class_map" else None
+        widget(ks[field], col, problems, **({"options": options} if options else {}))
+    widget(ks["losses"], st, problems)
+    loss_rows(ks, problems)
+    c1, c2, c3 = st.columns(3)
+    widget(ks["epochs"], c1, problems)
+    widget(ks["seeds"], c2, problems)
+    if not teach:
+        widget(ks["seed"], c3, problems)
+    takers = [p.name for n in values["losses"] for p in LOSSES[n].params]
+    options = list(dict.fromkeys(["", "noise_rate", *takers, values.get("sweep") or ""]))
+    c1, c2 = st.columns([1, 2])
+    widget(ks["sweep"], c1, problems, options=options)
+    widget(ks["sweep_values"], c2, problems, disabled=not values.get("sweep"), placeholder="e.g. 0.1, 0.4, 0.7, 1.0")
+    widget(ks["name"], st, problems)
+    if not teach:
+        rest = [k for k in lf.form_fields() if k not in lf.MAIN_FIELDS and k != "seed"]
+        with st.expander("Advanced: optimiser, schedule, data"):
+            cols = st.columns(3)
+            for i, key in enumerate(rest):
+                widget(ks[key], cols[i % 3], problems)
+            st.caption(f"Data folder: `{data_root}` (set with $GCE_LAB_DATA before starting the lab).")
+    return problems
+
+
+# --- the summary ---------------------------------------------------------------------------------
+def session_active(client, ids: list[str]) -> int:
+    """Runs of this session still queued or running; the finished ones leave ``ids``."""
+    active = []
     for run_id in ids:
         try:
-            active += not RunStatus(client.get(run_id).status).is_final
+            if not RunStatus(client.get(run_id).status).is_final:
+                active.append(run_id)
         except KeyError:
             continue
-    return active
+    ids[:] = active
+    return len(active)
 
 
 def where_runs_go(info: dict) -> None:
@@ -76,89 +192,18 @@ def where_runs_go(info: dict) -> None:
         )
 
 
-def form(teach: bool, data_root: str) -> tuple[bool, bool]:
-    with st.form("launch_form", border=True):
-        c1, c2 = st.columns(2)
-        c1.selectbox("Data set", list(DATASETS), key=P + "dataset", format_func=lambda d: lf.DATASET_LABELS[d])
-        c2.selectbox("Model", list(MODEL_NAMES), key=P + "model")
-        c1.number_input("Epochs", min_value=1, max_value=5000, step=1, key=P + "epochs")
-        c2.number_input("Seeds per loss", min_value=1, max_value=10, step=1, key=P + "seeds", help="Runs per loss, for mean ± std over seeds.")
-        c1.selectbox("Label noise", list(NOISE_KINDS), key=P + "noise", format_func=lambda n: lf.NOISE_LABELS[n])
-        c2.slider("Noise rate η", 0.0, 0.95, step=0.05, key=P + "noise_rate", help="Share of training labels selected for corruption.")
-        st.pills("Losses to compare", list(lf.FORM_LOSSES), selection_mode="multi", key=P + "losses", format_func=lambda x: lf.LOSS_LABELS[x])
-        c1, c2 = st.columns(2)
-        c1.slider("q (Lq, truncated Lq)", 0.05, 1.0, step=0.05, key=P + "q", help="q → 0 is CCE, q = 1 is MAE/2. The paper uses 0.7.")
-        c2.slider("k (truncated Lq threshold)", 0.05, 0.95, step=0.05, key=P + "k", help="Samples with f_y ≤ k are pruned at each w-step. The paper uses 0.5.")
-        st.text_input("Run name (optional)", key=P + "name", max_chars=200)
-        if not teach:
-            with st.expander("Advanced: optimiser, schedule, data"):
-                a1, a2, a3 = st.columns(3)
-                a1.number_input("Learning rate", min_value=1e-5, max_value=10.0, format="%.4g", key=P + "lr")
-                a2.number_input("Batch size", min_value=1, max_value=65536, key=P + "batch_size")
-                a3.selectbox("Optimiser", ["sgd", "adam"], key=P + "optimizer")
-                a1.number_input("Momentum", min_value=0.0, max_value=0.99, format="%.2f", key=P + "momentum")
-                a2.number_input("Weight decay", min_value=0.0, max_value=1.0, format="%.1e", key=P + "weight_decay")
-                a3.number_input("LR gamma", min_value=0.001, max_value=1.0, format="%.3g", key=P + "lr_gamma")
-                a1.text_input("LR milestones (epochs)", key=P + "lr_milestones", help="lr × gamma after these epochs, e.g. 40, 80")
-                a2.number_input("Prune start (epoch)", min_value=1, key=P + "prune_start")
-                a3.number_input("Prune every (epochs)", min_value=1, key=P + "prune_every")
-                a1.number_input("Training subset (0 = all)", min_value=0, step=1000, key=P + "train_subset")
-                a2.number_input("Validation share", min_value=0.01, max_value=0.5, format="%.2f", key=P + "val_fraction")
-                a3.number_input("First seed", min_value=0, max_value=2**31 - 1, key=P + "first_seed")
-                a1.selectbox("Class map (class-dependent noise)", [DEFAULT_MAP, *CLASS_MAP_NAMES], key=P + "class_map")
-                a2.checkbox("Augment (crop + flip)", key=P + "augment")
-                a3.checkbox("torch.compile", key=P + "compile", help="Compile the model: pays off on a GPU for long runs. The runs of one launch share one process and compile once.")
-                st.caption(f"Data folder: `{data_root}` (set with $GCE_LAB_DATA before starting the lab).")
-        b1, b2 = st.columns(2)
-        preview = b1.form_submit_button("Preview", width="stretch")
-        launch = b2.form_submit_button("Launch", type="primary", width="stretch")
-    return preview, launch
-
-
-def preview_panel(choices: lf.LaunchChoices, specs: list, info: dict) -> None:
-    slots = int(info.get("slots") or 1)
-    kind = lf.device_kind(info.get("devices") or [])
-    m1, m2, m3 = st.columns(3)
-    m1.metric("Runs", len(specs))
-    total = lf.total_seconds(specs, slots, kind) if specs else 0.0
-    m2.metric("Estimated time", lf.format_duration(total) if specs else "-")
-    try:
-        matrix = lf.noise_matrix(choices)
-    except ValueError:
-        matrix = None
-    m3.metric("Wrong labels", "-" if matrix is None else f"{100 * lf.wrong_label_share(matrix):.0f}%", help="Expected share of training labels the noise changes (balanced classes).")
-    if specs:
-        st.caption(
-            f"Rough estimate on {slots} slot(s) of {kind}: about {lf.format_duration(lf.run_seconds(specs[0], kind))} "
-            f"per run ({choices.epochs} epochs of {choices.dataset}/{choices.model})."
-        )
-    if matrix is None:
-        st.info("The noise transition matrix appears once the noise settings are valid.")
-    else:
-        names = DATASETS[choices.dataset].class_names
-        title = f"{choices.noise} noise, η = {choices.noise_rate:g}, on {choices.dataset}"
-        st.plotly_chart(charts.noise_heatmap(matrix, names, title=title), key=P + "heatmap", config=charts.png_config("noise-matrix"))
-        wrong = lf.wrong_label_share(matrix)
-        note = " Open-set noise keeps the labels and swaps images instead." if choices.noise == "open_set" else ""
-        st.caption(f"In expectation {100 * wrong:.1f}% of the training labels will be wrong (balanced classes).{note}")
-    for note in lf.advice(choices):
-        st.warning(note)
-
-
-def submit(client, specs: list, cap: int) -> None:
+def submit(client, specs: list, values: dict) -> None:
     mine = st.session_state.setdefault(P + "session_ids", [])
-    problem = lf.session_cap_problem(session_active(client, mine), len(specs), cap)
-    if problem:
-        st.error(problem)
-        return
+    field = values.get("sweep") or ""
+    tags = (f"sweep {field}",) if field and values.get("sweep_values") else ()
     try:
-        group, ids = client.submit_group(specs)
+        group, ids = client.submit_group(specs, tags=tags)
     except SubmitRefused as exc:
-        for field, msg in exc.problems:
-            st.error(f"{field}: {ui.md_escape(msg)}")
+        st.error(f"Nothing was queued: {ui.md_escape(str(exc))}")
         return
     mine.extend(ids)
     st.session_state[P + "last"] = {"group": group, "ids": list(ids)}
+    st.session_state.pop(CONFIRM, None)
 
 
 def last_launch() -> None:
@@ -166,41 +211,103 @@ def last_launch() -> None:
     if not last:
         return
     ids = ",".join(map(str, last["ids"]))
-    st.success(f"Queued {len(last['ids'])} run(s): #{ids.replace(',', ', #')}. Group: {ui.md_escape(last['group'])}.")
+    st.success(f"Queued {len(last['ids'])} run(s) as group {ui.md_escape(last['group'])}.")
     c1, c2 = st.columns(2)
     c1.page_link("views/runs.py", label="Watch them live on Runs", icon=":material/monitoring:", query_params={"runs": ids})
     c2.page_link("views/compare.py", label="Compare them", icon=":material/stacked_line_chart:", query_params={"runs": ids})
 
 
+def launch_panel(client, cfg, info: dict, values: dict, specs: list, problems: list) -> None:
+    """Runs, time, wrong labels; the Launch button with what blocks it; the confirmation."""
+    slots = max(1, int(info.get("slots") or 1))
+    kind = lf.device_kind(info.get("devices") or [])
+    total = lf.total_seconds(specs, slots, kind) if specs else None
+    try:
+        matrix = lf.noise_matrix(values)
+    except (ValueError, KeyError):
+        matrix = None
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Runs", len(specs) if not problems else "-")
+    m2.metric("Estimated time", lf.format_duration(total) if total is not None and not problems else "-")
+    m3.metric("Wrong labels", "-" if matrix is None else f"{100 * lf.wrong_label_share(matrix):.0f}%",
+              help="Expected share of training labels the noise changes (balanced classes).")
+    ks = lf.knobs(values)
+    blockers = [lf.label_problem(k, m, ks) for k, m in problems]
+    missing = lf.data_problem(values["dataset"], cfg.data_root)
+    if missing:
+        blockers.append(missing)
+    mine = st.session_state.setdefault(P + "session_ids", [])
+    over = lf.session_cap_problem(session_active(client, mine), len(specs), cfg.session_cap)
+    if over and not problems:
+        blockers.append(over)
+    n = len(specs)
+    label = f"Launch {n} run{'s' if n != 1 else ''}" if specs and not problems else "Launch"
+    launch = st.button(label, type="primary", width="stretch", disabled=bool(blockers), key=P + "launch")
+    for text in blockers:
+        st.error(ui.md_escape(text))
+    fp = lf.fingerprint(specs) if specs else ""
+    if launch and not blockers:
+        if total is not None and total > lf.CONFIRM_SECONDS:
+            st.session_state[CONFIRM] = fp
+        else:
+            submit(client, specs, values)
+    if st.session_state.get(CONFIRM):
+        if st.session_state[CONFIRM] != fp or blockers:
+            st.session_state.pop(CONFIRM)
+        else:
+            st.warning(f"These {n} runs take about {lf.format_duration(total)} on {slots} slot(s) of {kind}. Queue them anyway?")
+            b1, b2 = st.columns(2)
+            if b1.button("Yes, queue them", type="primary", width="stretch", key=P + "confirm_yes"):
+                submit(client, specs, values)
+                st.rerun()
+            if b2.button("No, change the form", width="stretch", key=P + "confirm_no"):
+                st.session_state.pop(CONFIRM)
+                st.rerun()
+    last_launch()
+    where_runs_go(info)
+    if specs and total is not None:
+        st.caption(f"Rough estimate on {slots} slot(s) of {kind}: about {lf.format_duration(lf.run_seconds(specs[0], kind))} "
+                   f"per run ({values['epochs']} epochs of {values['dataset']}/{values['model']}).")
+    if matrix is None:
+        st.info("The noise transition matrix appears once the noise settings are valid.")
+    else:
+        names = DATASETS[values["dataset"]].class_names
+        words = lf.CHOICE_LABELS["noise"].get(values["noise"], values["noise"]).split(" (")[0]
+        title = f"{words} noise, η = {values['noise_rate']:g}, on {values['dataset']}"
+        st.plotly_chart(charts.noise_heatmap(matrix, names, title=title), key=P + "heatmap", config=charts.png_config("noise-matrix"))
+        note = " Open-set noise keeps the labels and swaps images instead." if values["noise"] == "open_set" else ""
+        st.caption(f"In expectation {100 * lf.wrong_label_share(matrix):.1f}% of the training labels will be wrong (balanced classes).{note}")
+    for note in lf.advice(values):
+        st.warning(note)
+
+
+# --- the page --------------------------------------------------------------------------------------
 client = ui.client()
 cfg = ui.settings()
 teach = ui.teaching()
 st.title("Launch runs")
-st.markdown("Train the same network on noisy labels with several losses and watch which one resists the noise.")
+st.caption("Train the same network on noisy labels with several losses and watch which one resists the noise.")
 info = client.executor_info()
-where_runs_go(info)
 
-if ui.entered() or P + "preset" not in st.session_state:
-    preset, choices = url_state.launch_from_params(ui.page_params("launch", URL_KEYS))
-    ui.seed({P + "preset": preset, **form_values(choices)}, force=True)
-
-presets = list(lf.PRESETS) if not teach else [lf.DEFAULT_PRESET]
+if ui.entered() or VALUES not in st.session_state:
+    reset(*url_state.launch_from_params(ui.page_params("launch", url_state.launch_keys())))
+presets = list(lf.preset_names()) if not teach else [lf.DEFAULT_PRESET]
 if st.session_state[P + "preset"] not in presets:
     st.session_state[P + "preset"] = lf.DEFAULT_PRESET
+    on_preset()
+
 left, right = st.columns([5, 4], gap="large")
 with left:
-    st.selectbox("Preset", presets, key=P + "preset", format_func=lambda k: lf.PRESETS[k].label, on_change=apply_preset)
-    st.caption(lf.PRESETS[st.session_state[P + "preset"]].help)
-    preview, launch = form(teach, str(cfg.data_root))
-choices, problems = read_form(st.session_state[P + "preset"])
-specs, spec_problems = lf.build_specs(choices)
-problems += spec_problems
-with left:
-    for field, msg in problems:
-        st.error(ui.md_escape(msg if field == "spec" else f"{field}: {msg}"))
-    if launch and not problems:
-        submit(client, specs, cfg.session_cap)
-    last_launch()
+    st.selectbox("Preset", presets, key=P + "preset", on_change=on_preset,
+                 format_func=lambda k: f"{k}: {lf.PRESET_HELP.get(k, '')}".rstrip(": "))
+    notes_box = st.container()
+    form_problems = form(teach, str(cfg.data_root))
+values = st.session_state[VALUES]
+notes, taken = st.session_state.get(NOTES, ([], ""))
+if notes and snapshot(values) == taken:  # the link's notes, until the form changes
+    for note in notes:
+        notes_box.warning(ui.md_escape(note))
+specs, spec_problems = lf.build_specs(values) if not form_problems else ([], [])
 with right:
-    preview_panel(choices, specs if not problems else [], info)
-ui.write_url("launch", url_state.launch_to_params(st.session_state[P + "preset"], choices))
+    launch_panel(client, cfg, info, values, specs, form_problems + spec_problems)
+ui.write_url("launch", url_state.launch_to_params(st.session_state[P + "preset"], values))
