@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -69,7 +70,6 @@ CHOICE_LABELS = {
         "uniform_any": "uniform over all c classes (real flip rate eta(c-1)/c)",
         "class_dependent": "class-dependent (pair flips)", "open_set": "open-set (foreign images, labels kept)",
     },
-    "losses": {name: loss.label for name, loss in LOSSES.items()},
     "sweep": {"": "(no sweep)", "noise_rate": "noise rate η"},
 }
 NONE_CHOICE = {"class_map": "(data set default)"}  # what None means for an optional choice
@@ -157,6 +157,8 @@ class Knob:
     def choice_label(self, value: Any) -> str:
         if value is None:
             return NONE_CHOICE.get(self.key, "(default)")
+        if self.key == "losses" and value in LOSSES:
+            return LOSSES[value].label
         return CHOICE_LABELS.get(self.key, {}).get(value, str(value))
 
 
@@ -326,10 +328,32 @@ def spec_fields(values: Mapping[str, Any], loss: str, seed: int, **changes: Any)
 
 
 def label_problem(key: str, message: str, ks: Mapping[str, Knob] | None = None) -> str:
-    """'Noise rate η: must be ...': the form's name of the value, then the message."""
+    """'Noise rate η: must be ...': the form's name of the value, then the message (alone when
+    it concerns several values, like the milestones against the epochs)."""
     ks = ks or knobs()
     knob = ks.get(key)
-    return f"{knob.label if knob else key}: {message}"
+    message = in_form_words(message, ks)
+    return f"{knob.label}: {message}" if knob else message
+
+
+_IDENTIFIER = re.compile(r"\b[a-z]+(?:_[a-z0-9]+)+\b")
+
+
+def in_form_words(message: str, ks: Mapping[str, Knob] | None = None) -> str:
+    """A gce_core message with the identifiers it names (lr_milestones, class_dependent) in the
+    words the form shows for them (LR milestones (epochs), class-dependent)."""
+    ks = ks or knobs()
+
+    def word(match: re.Match) -> str:
+        name = match.group(0)
+        if name in ks:
+            return ks[name].label
+        for labels in CHOICE_LABELS.values():
+            if name in labels:
+                return labels[name].split(" (")[0]
+        return name
+
+    return _IDENTIFIER.sub(word, message)
 
 
 def sweep_plan(values: Mapping[str, Any], loss: str) -> list[dict[str, float]]:
@@ -368,6 +392,18 @@ def build_specs(values: Mapping[str, Any]) -> tuple[list[RunSpec], list[tuple[st
         elif field != "noise_rate" and not any(field in loss_params(values, loss) for loss in losses):
             takers = [LOSSES[n].label for n, loss in LOSSES.items() if any(p.name == field for p in loss.params)]
             add("sweep", f"none of the chosen losses takes {field}; pick one that does ({', '.join(takers)})")
+    # The noise rate is checked here, not only by the spec, so that its problem names the rate
+    # (the spec names the whole spec for a check across fields).
+    rates = [("noise_rate", values.get("noise_rate"))]
+    if field == "noise_rate":
+        rates = [("sweep_values", v) for v in points]
+    for key, rate in rates:
+        try:
+            check_noise(values.get("noise"), rate, num_classes(values))
+        except ValueError as exc:
+            add(key, str(exc))
+    if problems:
+        return [], problems
     specs: list[RunSpec] = []
     first = int(values.get("seed") or 0)
     for loss in losses:

@@ -241,23 +241,36 @@ def launch_from_params(params: Params) -> tuple[str, lf.Values, list[str]]:
             return ", ".join(map(fmt, value)) or "none"
         return fmt(value)
 
-    def take(key: str, url: str, knob: lf.Knob) -> None:
+    def take(key: str, url: str, knob: lf.Knob, labels: list[str] | None = None) -> str | None:
+        """Apply the link's value of ``knob``; its note, or None. With ``labels``, the note is
+        left out and its knob's label added there (one note for a bare parameter's losses)."""
         text = _raw(params, url)
         if text is None or (text == "" and not knob.optional):
-            return
+            return None
         value, problem = parse_knob(knob, text)
         if value is not None or (knob.optional and problem is None):
             values[key] = value
-        if problem:
-            kept = "" if value is not None else f"; kept {shown(key)}"
-            notes.append(f"Link parameter {url}={text[:60]}: {knob.label} {problem}{kept}.")
+        if not problem:
+            return None
+        rest = f"{problem}{'' if value is not None else f'; kept {shown(key)}'}."
+        if labels is not None:
+            labels.append(knob.label)
+            return rest
+        notes.append(f"Link parameter {url}={text[:60]}: {knob.label} {rest}")
+        return rest
 
     ks = lf.knobs()
     bare = set(lf.loss_param_names())
     for name in bare:  # q=0.3 sets q of every loss taking it (a <loss>.q below wins)
+        by_problem: dict[str, list[str]] = {}
         for key, knob in ks.items():
             if key.endswith("." + name):
-                take(key, name, knob)
+                labels: list[str] = []
+                rest = take(key, name, knob, labels)
+                if rest:
+                    by_problem.setdefault(rest, []).extend(labels)
+        for rest, labels in by_problem.items():
+            notes.append(f"Link parameter {name}={_raw(params, name)[:60]}: {' and '.join(labels)} {rest}")
     for key, knob in ks.items():
         if key in ("dataset", "noise_rate") or key in bare:
             continue
