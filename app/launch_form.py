@@ -543,6 +543,19 @@ def format_duration(seconds: float) -> str:
     return f"{num(seconds / 86400)} days"
 
 
+def lab_limit_problems(specs: Sequence[RunSpec], max_epochs: int, max_group_size: int) -> list[str]:
+    """The lab's own limits (``jobs.config.Limits``) the launch would pass, said before Launch."""
+    out = []
+    epochs = max((s.epochs for s in specs), default=0)
+    if epochs > max_epochs:
+        out.append(f"Epochs: {epochs} is over this lab's limit of {max_epochs} epochs per run "
+                   "(GCE_LAB_MAX_EPOCHS, set before starting the lab).")
+    if len(specs) > max_group_size:
+        out.append(f"{len(specs)} runs in one launch is over this lab's limit of {max_group_size} "
+                   "(GCE_LAB_MAX_GROUP_SIZE); pick fewer losses, seeds or sweep values.")
+    return out
+
+
 def session_cap_problem(active: int, new: int, cap: int) -> str | None:
     """'n runs over your cap ...' when ``new`` more runs would take this session past ``cap``
     queued or running runs, else None."""

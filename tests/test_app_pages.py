@@ -90,16 +90,17 @@ def test_first_screen_is_the_quick_demo_and_one_click_launches_it(client):
     assert at.query_params["preset"] == ["quick"] or at.query_params["preset"] == "quick"
 
 
-def test_launch_shows_spec_problems_inline_and_queues_nothing(client):
+def test_launch_shows_problems_in_the_forms_words_and_queues_nothing(client):
     at = app().run()
-    at.slider(key="launch_noise_rate").set_value(0.9)
-    button(at, "Launch").click().run()
+    at.text_input(key="launch_lr_milestones").input("70").run()  # the quick demo has 60 epochs
     assert not at.exception
-    assert any("uniform noise needs rate < 1 - 1/c = 0.9" in plain(e.value) for e in at.error)
+    assert any(plain(e.value).startswith("LR milestones (epochs) must be increasing epochs") for e in at.error)
+    assert button(at, "Launch").disabled
     assert client.count_runs() == 0
-    at.pills(key="launch_losses").set_value([])
-    button(at, "Preview").click().run()
+    at.text_input(key="launch_lr_milestones").input("").run()
+    at.pills(key="launch_losses").set_value([]).run()  # no Preview click: the summary follows at once
     assert any("pick at least one loss" in e.value for e in at.error)
+    assert {m.label: m.value for m in at.metric}["Runs"] == "-"
 
 
 def test_launch_state_comes_from_and_goes_to_the_url(client):
@@ -108,31 +109,106 @@ def test_launch_state_comes_from_and_goes_to_the_url(client):
     assert at.slider(key="launch_noise_rate").value == 0.2
     assert at.pills(key="launch_losses").value == ["lq", "truncated_lq"]
     assert {m.label: m.value for m in at.metric}["Runs"] == "4"
-    at.number_input(key="launch_epochs").set_value(50)
-    button(at, "Preview").click().run()
+    at.number_input(key="launch_epochs").set_value(50).run()
     assert at.query_params["epochs"] in ("50", ["50"])
     assert at.query_params["rate"] in ("0.2", ["0.2"])
+    assert {m.label: m.value for m in at.metric}["Runs"] == "4"
 
 
-def test_paper_preset_fills_the_form(client):
+@pytest.mark.parametrize(("query", "note"), [
+    ({"rate": "2"}, "Link parameter rate=2: Noise rate η must be in [0, 0.85]"),
+    ({"q": "0.01", "epochs": "abc"}, "Link parameter epochs=abc: Epochs must be a whole number in [1, 5000]"),
+    ({"loss": "nope"}, "Link parameter loss=nope: Losses to compare has no 'nope'"),
+    ({"noise": "class_dependent", "rate": "0.6"}, "Link parameter rate=0.6: Noise rate η must be in [0, 0.45]"),
+])
+def test_a_bad_link_shows_the_form_with_one_line_never_a_traceback(client, query, note):
+    at = app(query).run()
+    assert not at.exception
+    notes = [plain(w.value) for w in at.warning if "Link parameter" in w.value]
+    assert len(notes) == 1 and notes[0].startswith(note)
+    assert not at.error and not button(at, "Launch").disabled  # the form it shows can launch
+    if "rate" in query:
+        assert at.slider(key="launch_noise_rate").value == at.slider(key="launch_noise_rate").max < 0.9
+
+
+def test_every_loss_is_offered_and_sce_launches_with_its_own_parameters(client):
+    from gce_core.losses import LOSSES
+
     at = app().run()
-    at.selectbox(key="launch_preset").set_value("paper_cifar100").run()
+    assert at.pills(key="launch_losses").options == [loss.label for loss in LOSSES.values()]
+    at.pills(key="launch_losses").set_value(["lq", "sce"]).run()
+    at.number_input(key="launch_sce.alpha").set_value(0.5).run()
+    assert at.number_input(key="launch_sce.beta").value == 1.0
+    assert at.query_params["sce.alpha"] in ("0.5", ["0.5"])
+    button(at, "Launch").click().run()
     no_errors(at)
-    assert at.selectbox(key="launch_dataset").value == "cifar100"
+    runs = {r.spec.loss: r.spec for r in client.list_runs()}
+    assert (runs["sce"].alpha, runs["sce"].beta, runs["sce"].A) == (0.5, 1.0, -4.0) and runs["lq"].q == 0.7
+    assert "Queued 2 run(s)" in at.success[0].value
+
+
+def test_a_sweep_over_q_is_one_group(client):
+    at = app({"losses": "cce,lq", "seeds": "2"}).run()
+    at.selectbox(key="launch_sweep").set_value("q").run()
+    at.text_input(key="launch_sweep_values").input("0.1, 0.4, 0.7, 1.0").run()
+    assert {m.label: m.value for m in at.metric}["Runs"] == str(2 + 4 * 2)
+    assert any("CCE takes no q" in w.value for w in at.warning)
+    button(at, "Launch").click().run()
+    no_errors(at)
+    runs = client.list_runs()
+    assert len({r.group for r in runs}) == 1 and all(r.tags == ("sweep q",) for r in runs)
+    assert sorted(r.spec.q for r in runs if r.spec.loss == "lq") == [0.1, 0.1, 0.4, 0.4, 0.7, 0.7, 1.0, 1.0]
+
+
+def test_class_dependent_rate_stops_below_a_half(client):
+    at = app({"rate": "0.6"}).run()
+    at.selectbox(key="launch_noise").set_value("class_dependent").run()
+    slider = at.slider(key="launch_noise_rate")
+    assert slider.max == 0.45 and slider.value == 0.45
+    assert any("Noise rate η lowered from 0.6 to 0.45" in i.value for i in at.info)
+    no_errors(at)
+
+
+def test_paper_preset_fills_the_form_and_the_data_check_refuses_missing_data(client, tmp_path, monkeypatch):
+    monkeypatch.setenv("GCE_LAB_DATA", str(tmp_path))
+    at = app().run()
+    at.selectbox(key="launch_preset").set_value("paper").run()
+    at.selectbox(key="launch_dataset").set_value("cifar100").run()
     assert at.selectbox(key="launch_model").value == "resnet34"
     assert at.number_input(key="launch_epochs").value == 150
     assert at.text_input(key="launch_lr_milestones").value == "80, 120"
-    assert any("data folder" in w.value for w in at.warning)  # CIFAR is not embedded
     assert {m.label: m.value for m in at.metric}["Runs"] == "15"
+    missing = [plain(e.value) for e in at.error]
+    assert len(missing) == 1 and "'cifar100' was not found" in missing[0] and "How to get it" in missing[0]
+    assert button(at, "Launch").disabled
+    assert client.count_runs() == 0
 
 
-def test_session_cap_refuses_more_runs(client, monkeypatch):
+def test_a_launch_longer_than_an_hour_asks_first(client):
+    at = app({"epochs": "1000", "bs": "1"}).run()  # about 1.4 h a run on one CPU slot
+    button(at, "Launch").click().run()
+    assert client.count_runs() == 0
+    assert any("Queue them anyway?" in w.value for w in at.warning)
+    button(at, "Yes, queue them").click().run()
+    no_errors(at)
+    assert client.count_runs() == 3 and "Queued 3 run(s)" in at.success[0].value
+
+
+def test_the_labs_epoch_limit_is_said_before_launch(client, monkeypatch):
+    monkeypatch.setenv("GCE_LAB_MAX_EPOCHS", "100")
+    at = app({"epochs": "150"}).run()
+    assert any(plain(e.value).startswith("Epochs: 150 is over this lab's limit of 100") for e in at.error)
+    assert button(at, "Launch").disabled
+
+
+def test_session_cap_is_said_before_launch(client, monkeypatch):
     monkeypatch.setenv("GCE_LAB_SESSION_CAP", "4")
     at = app().run()
     button(at, "Launch").click().run()
     assert client.count_runs() == 3
-    button(at, "Launch").click().run()
-    assert any("cap is 4 per session" in e.value for e in at.error)
+    at.number_input(key="launch_epochs").set_value(30).run()
+    assert any(plain(e.value).startswith("2 run(s) over your cap") for e in at.error)
+    assert button(at, "Launch").disabled
     assert client.count_runs() == 3
 
 
@@ -140,7 +216,7 @@ def test_teaching_mode_hides_advanced_controls(client):
     at = app({"teach": "1"}).run()
     no_errors(at)
     assert not any(e.label.startswith("Advanced") for e in at.expander)
-    assert at.selectbox(key="launch_preset").options == ["Quick demo: digits, 40% uniform, CCE vs MAE vs Lq"]
+    assert at.selectbox(key="launch_preset").options == ["quick"]
     assert at.toggle(key="main_teaching").value is True
     submit_demo(client)
     at = page(at, "views/runs.py")

@@ -192,7 +192,7 @@ def where_runs_go(info: dict) -> None:
         )
 
 
-def submit(client, specs: list, values: dict) -> None:
+def submit(client, specs: list, values: dict) -> bool:
     mine = st.session_state.setdefault(P + "session_ids", [])
     field = values.get("sweep") or ""
     tags = (f"sweep {field}",) if field and values.get("sweep_values") else ()
@@ -200,10 +200,11 @@ def submit(client, specs: list, values: dict) -> None:
         group, ids = client.submit_group(specs, tags=tags)
     except SubmitRefused as exc:
         st.error(f"Nothing was queued: {ui.md_escape(str(exc))}")
-        return
+        return False
     mine.extend(ids)
     st.session_state[P + "last"] = {"group": group, "ids": list(ids)}
     st.session_state.pop(CONFIRM, None)
+    return True
 
 
 def last_launch() -> None:
@@ -240,6 +241,7 @@ def launch_panel(client, cfg, info: dict, values: dict, specs: list, problems: l
     over = lf.session_cap_problem(session_active(client, mine), len(specs), cfg.session_cap)
     if over and not problems:
         blockers.append(over)
+    blockers += lf.lab_limit_problems(specs, client.limits.max_epochs, client.limits.max_group_size)
     n = len(specs)
     label = f"Launch {n} run{'s' if n != 1 else ''}" if specs and not problems else "Launch"
     launch = st.button(label, type="primary", width="stretch", disabled=bool(blockers), key=P + "launch")
@@ -257,8 +259,7 @@ def launch_panel(client, cfg, info: dict, values: dict, specs: list, problems: l
         else:
             st.warning(f"These {n} runs take about {lf.format_duration(total)} on {slots} slot(s) of {kind}. Queue them anyway?")
             b1, b2 = st.columns(2)
-            if b1.button("Yes, queue them", type="primary", width="stretch", key=P + "confirm_yes"):
-                submit(client, specs, values)
+            if b1.button("Yes, queue them", type="primary", width="stretch", key=P + "confirm_yes") and submit(client, specs, values):
                 st.rerun()
             if b2.button("No, change the form", width="stretch", key=P + "confirm_no"):
                 st.session_state.pop(CONFIRM)
@@ -299,7 +300,8 @@ if st.session_state[P + "preset"] not in presets:
 left, right = st.columns([5, 4], gap="large")
 with left:
     st.selectbox("Preset", presets, key=P + "preset", on_change=on_preset,
-                 format_func=lambda k: f"{k}: {lf.PRESET_HELP.get(k, '')}".rstrip(": "))
+                 help="Every data set has its own settings in each preset (gce_core.spec.PRESETS).")
+    st.caption(lf.PRESET_HELP.get(st.session_state[P + "preset"], ""))
     notes_box = st.container()
     form_problems = form(teach, str(cfg.data_root))
 values = st.session_state[VALUES]
