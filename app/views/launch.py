@@ -84,7 +84,7 @@ def widget(knob: lf.Knob, where, problems: list, *, label: str | None = None, **
             st.session_state[key] = options[0]
         where.selectbox(label, options, format_func=knob.choice_label, **common)
     elif knob.kind == "multi":
-        where.pills(label, list(knob.choices), selection_mode="multi", format_func=knob.choice_label, **common)
+        where.pills(label, list(knob.choices), selection_mode="multi", format_func=knob.choice_label, wrap=True, **common)
     else:
         where.text_input(label, max_chars=knob.max_chars, **common)
     value, problem = lf.from_widget(knob, st.session_state[key])
@@ -213,9 +213,8 @@ def last_launch() -> None:
         return
     ids = ",".join(map(str, last["ids"]))
     st.success(f"Queued {len(last['ids'])} run(s) as group {ui.md_escape(last['group'])}.")
-    c1, c2 = st.columns(2)
-    c1.page_link("views/runs.py", label="Watch them live on Runs", icon=":material/monitoring:", query_params={"runs": ids})
-    c2.page_link("views/compare.py", label="Compare them", icon=":material/stacked_line_chart:", query_params={"runs": ids})
+    st.page_link("views/runs.py", label="Watch them live on Runs", icon=":material/monitoring:", query_params={"runs": ids})
+    st.page_link("views/compare.py", label="Compare them", icon=":material/stacked_line_chart:", query_params={"runs": ids})
 
 
 def launch_panel(client, cfg, info: dict, values: dict, specs: list, problems: list) -> None:
@@ -227,26 +226,26 @@ def launch_panel(client, cfg, info: dict, values: dict, specs: list, problems: l
         matrix = lf.noise_matrix(values)
     except (ValueError, KeyError):
         matrix = None
-    m1, m2, m3 = st.columns(3)
+    m1, m2, m3 = st.columns([2, 3, 3])
     m1.metric("Runs", len(specs) if not problems else "-")
     m2.metric("Estimated time", lf.format_duration(total) if total is not None and not problems else "-")
     m3.metric("Wrong labels", "-" if matrix is None else f"{100 * lf.wrong_label_share(matrix):.0f}%",
               help="Expected share of training labels the noise changes (balanced classes).")
     ks = lf.knobs(values)
-    blockers = [lf.label_problem(k, m, ks) for k, m in problems]
-    missing = lf.data_problem(values["dataset"], cfg.data_root)
+    blockers = [ui.md_escape(lf.label_problem(k, m, ks)) for k, m in problems]
+    missing = lf.data_problem(values["dataset"], cfg.data_root)  # gce_core's text, with its `commands`
     if missing:
         blockers.append(missing)
     mine = st.session_state.setdefault(P + "session_ids", [])
     over = lf.session_cap_problem(session_active(client, mine), len(specs), cfg.session_cap)
     if over and not problems:
-        blockers.append(over)
-    blockers += lf.lab_limit_problems(specs, client.limits.max_epochs, client.limits.max_group_size)
+        blockers.append(ui.md_escape(over))
+    blockers += map(ui.md_escape, lf.lab_limit_problems(specs, client.limits.max_epochs, client.limits.max_group_size))
     n = len(specs)
     label = f"Launch {n} run{'s' if n != 1 else ''}" if specs and not problems else "Launch"
     launch = st.button(label, type="primary", width="stretch", disabled=bool(blockers), key=P + "launch")
     for text in blockers:
-        st.error(ui.md_escape(text))
+        st.error(text)
     fp = lf.fingerprint(specs) if specs else ""
     if launch and not blockers:
         if total is not None and total > lf.CONFIRM_SECONDS:

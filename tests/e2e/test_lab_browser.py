@@ -233,7 +233,8 @@ def test_quick_demo_journey(lab, client, page):
     shot(page, "01-launch")
     page.get_by_role("spinbutton", name="Seeds per loss", exact=True).fill("2")
     page.get_by_role("spinbutton", name="Epochs", exact=True).fill("150")  # time to watch and cancel
-    page.get_by_role("button", name="Launch", exact=True).click()
+    page.get_by_role("spinbutton", name="Epochs", exact=True).press("Enter")
+    page.get_by_role("button", name="Launch 6 runs", exact=True).click()  # the summary followed
     launched = time.monotonic()
     page.get_by_text("Queued 6 run(s)").wait_for()
     runs = client.list_runs()
