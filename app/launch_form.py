@@ -413,10 +413,10 @@ def build_specs(values: Mapping[str, Any]) -> tuple[list[RunSpec], list[tuple[st
                     specs.append(parse_spec(spec_fields(values, loss, first + i, **change)))
                 except SpecError as exc:
                     for key, msg in exc.problems:
-                        if key in LOSSES[loss].defaults:
-                            key = "sweep_values" if key == field and field in change else f"{loss}.{key}"
-                        elif key == field and field in change:
+                        if key == field and field in change:
                             key = "sweep_values"
+                        elif key in LOSSES[loss].defaults:
+                            key = f"{loss}.{key}"
                         add(key, msg)
     return specs, problems
 

@@ -226,6 +226,7 @@ def shot(page, name: str) -> None:
 # --- the journey ---------------------------------------------------------------------------------
 def test_quick_demo_journey(lab, client, page):
     # Launch: the first screen is the quick demo, ready to go; two seeds per loss for bands.
+    wait_until("the worker's first heartbeat", lambda: client.executor_info()["workers_alive"], 90)
     open_page(page, lab.url, "Launch runs")
     page.get_by_text("1 worker(s) alive").wait_for()
     assert_charts_titled(page, 1)  # the noise heatmap
