@@ -227,6 +227,8 @@ def shot(page, name: str) -> None:
 def test_quick_demo_journey(lab, client, page):
     # Launch: the first screen is the quick demo, ready to go; two seeds per loss for bands.
     wait_until("the worker's first heartbeat", lambda: client.executor_info()["workers_alive"], 90)
+    page.goto(lab.url)  # the server's first page imports torch: slow on a loaded machine
+    page.get_by_role("heading", name="Launch runs").wait_for(timeout=120_000)
     open_page(page, lab.url, "Launch runs")
     page.get_by_text("1 worker(s) alive").wait_for()
     assert_charts_titled(page, 1)  # the noise heatmap
