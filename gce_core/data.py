@@ -290,7 +290,10 @@ def check_available(name: str, root: str | os.PathLike | None = None) -> None:
     if info.embedded:
         return
     folder = _resolve_root(root)
-    cls = _torchvision_class(info)
+    try:
+        cls = _torchvision_class(info)
+    except KeyError:  # not read through torchvision: no cheap check known here
+        return
     if hasattr(cls, "base_folder"):  # CIFAR: pickled batches in base_folder
         files = [folder / cls.base_folder / f for f, _md5 in (*cls.train_list, *cls.test_list)]
     else:  # the MNIST family: the unpacked IDX files in <class name>/raw
