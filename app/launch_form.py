@@ -59,7 +59,7 @@ LABELS = {
     "name": "Run name (optional)", "dataset": "Data set", "noise": "Label noise", "noise_rate": "Noise rate η",
     "class_map": "Class map", "open_set_source": "Open-set images", "train_subset": "Training subset (0 = all)",
     "val_fraction": "Validation share", "lr": "Learning rate", "lr_milestones": "LR milestones (epochs)",
-    "lr_gamma": "LR gamma", "seed": "First seed", "compile": "torch.compile", "augment": "Augment (crop + flip)",
+    "lr_gamma": "LR gamma", "seed": "First seed", "compile": "torch.compile", "augment": "Augment",
     "prune_start": "Prune start (epoch)", "prune_every": "Prune every (epochs)", "optimizer": "Optimiser",
     "seeds": "Seeds per loss", "losses": "Losses to compare", "sweep": "Sweep over", "sweep_values": "Sweep values",
 }

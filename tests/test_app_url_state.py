@@ -75,7 +75,7 @@ BAD_LINKS = [
     ({"lr": "0"}, "lr", 0.1, "Link parameter lr=0: Learning rate must be in (0, 10]; kept 0.1."),
     ({"lr": "nan"}, "lr", 0.1, "Link parameter lr=nan: Learning rate must be a finite number in (0, 10]; kept 0.1."),
     ({"subset": "5"}, "train_subset", 20, "Link parameter subset=5: Training subset (0 = all) must be in [20, inf); set to 20."),
-    ({"aug": "maybe"}, "augment", False, "Link parameter aug=maybe: Augment (crop + flip) must be 1 (on) or 0 (off); kept off."),
+    ({"aug": "maybe"}, "augment", False, "Link parameter aug=maybe: Augment must be 1 (on) or 0 (off); kept off."),
     ({"opt": "lbfgs"}, "optimizer", "sgd", "Link parameter opt=lbfgs: Optimiser must be one of sgd, adam; kept sgd."),
     ({"ms": "forty"}, "lr_milestones", (), "Link parameter ms=forty: LR milestones (epochs) must be whole numbers separated by commas"),
     ({"seeds": "99"}, "seeds", 10, "Link parameter seeds=99: Seeds per loss must be in [1, 10]; set to 10."),
