@@ -276,9 +276,22 @@ def defaults(preset: str = DEFAULT_PRESET, dataset: str = DEFAULT_DATASET) -> Va
     registry's defaults, then the preset's fields for that data set, then LAUNCH_DEFAULTS."""
     values: Values = {key: knob.default for key, knob in knobs().items()}
     values.update(LAUNCH_DEFAULTS.get(preset, LAUNCH_DEFAULTS[DEFAULT_PRESET]))
-    values["dataset"] = dataset if dataset in DATASETS else DEFAULT_DATASET
-    values.update(preset_values(preset, values["dataset"]))
+    dataset = dataset if dataset in DATASETS else DEFAULT_DATASET
+    if preset_note(preset, dataset):  # the preset has no settings for it: its first data set
+        dataset = next((d for d in gspec.PRESETS.get(preset, {}) if d in DATASETS), dataset)
+    values["dataset"] = dataset
+    values.update(preset_values(preset, dataset))
     return values
+
+
+def preset_note(preset: str, dataset: str) -> str | None:
+    """Why ``preset`` has no settings for ``dataset`` (gce_core's words), or None."""
+    try:
+        preset_fields(preset, dataset)
+    except (KeyError, ValueError) as exc:
+        problems = getattr(exc, "problems", None)
+        return problems[0][1] if problems else str(exc)
+    return None
 
 
 def preset_values(preset: str, dataset: str) -> Values:
@@ -298,6 +311,27 @@ def preset_values(preset: str, dataset: str) -> Values:
         elif key in RunSpec.model_fields and key not in NOT_IN_FORM:
             out[key] = tuple(value) if isinstance(value, list) else value
     return out
+
+
+def with_epochs(values: Mapping[str, Any], preset: str, epochs: int) -> Values:
+    """``values`` with another number of epochs: the schedule fields still at the preset's values
+    (lr milestones, pruning start and period) move to the same fractions of the new run, as
+    ``gce_core.spec.from_preset`` does; ones the user changed stay."""
+    out = dict(values, epochs=epochs)
+    try:
+        fields = preset_fields(preset, values["dataset"])
+    except (KeyError, ValueError):
+        return out
+    before = gspec.scale_schedule(fields, values["epochs"])
+    after = gspec.scale_schedule(fields, epochs)
+    for key in ("lr_milestones", "prune_start", "prune_every"):
+        if key in after and _same(values.get(key), before.get(key)):
+            out[key] = tuple(after[key]) if isinstance(after[key], (list, tuple)) else after[key]
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (tuple(a) if isinstance(a, (list, tuple)) else a) == (tuple(b) if isinstance(b, (list, tuple)) else b)
 
 
 def with_dataset(values: Mapping[str, Any], preset: str, dataset: str) -> Values:
@@ -431,11 +465,6 @@ def advice(values: Mapping[str, Any]) -> list[str]:
     notes = []
     info = DATASETS.get(values.get("dataset"))
     losses = tuple(values.get("losses") or ())
-    if any(LOSSES[n].per_sample_state for n in losses) and values.get("prune_start", 0) > values.get("epochs", 0):
-        notes.append(
-            f"truncated Lq prunes from epoch {values['prune_start']}, but the runs have "
-            f"{values['epochs']} epochs: it will train as plain Lq. Lower 'Prune start (epoch)' (Advanced)."
-        )
     if "mae" in losses and info is not None and info.num_classes >= 100:
         notes.append("MAE barely trains on 100 classes (the paper's point); expect low accuracy.")
     field = values.get("sweep") or ""
@@ -557,14 +586,14 @@ def lab_limit_problems(specs: Sequence[RunSpec], max_epochs: int, max_group_size
 
 
 def session_cap_problem(active: int, new: int, cap: int) -> str | None:
-    """'n runs over your cap ...' when ``new`` more runs would take this session past ``cap``
+    """'n runs over your cap ...' when ``new`` more runs would take this browser past ``cap``
     queued or running runs, else None."""
     over = active + new - cap
     if over <= 0:
         return None
     left = max(0, cap - active)
     return (
-        f"{over} run(s) over your cap: this session has {active} run(s) queued or running and may "
+        f"{over} run(s) over your cap: this browser has {active} run(s) queued or running and may "
         f"have {cap}, so at most {left} more now. Pick fewer losses, seeds or sweep values, or wait "
         "for some runs to finish (the Runs page can cancel them)."
     )

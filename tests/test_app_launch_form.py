@@ -233,9 +233,27 @@ def test_noise_matrix_rows_sum_to_one_and_match_the_rate():
     assert lf.class_map_choices("cifar100") == ["cifar100_blocks", "cifar100_superclass", "next_class"]
 
 
-def test_advice_warns_when_truncation_never_starts():
-    assert any("prunes from epoch 40" in n for n in lf.advice(quick(losses=("truncated_lq",), epochs=20)))
+def test_truncation_that_never_starts_is_the_specs_problem_named_at_prune_start():
+    _, problems = lf.build_specs(quick(losses=("truncated_lq",), epochs=20))
+    assert [k for k, _ in problems] == ["prune_start"]
+    assert lf.label_problem(*problems[0]).startswith("Prune start (epoch): truncated Lq prunes from epoch 40")
     assert lf.advice(quick()) == []
+
+
+def test_changing_the_epochs_keeps_the_presets_schedule_at_the_same_fractions():
+    values = lf.defaults("paper", "cifar10")
+    shorter = lf.with_epochs(values, "paper", 12)
+    assert (shorter["epochs"], shorter["lr_milestones"], shorter["prune_start"], shorter["prune_every"]) == (12, (4, 8), 4, 1)
+    assert lf.build_specs(shorter)[1] == []
+    mine = lf.with_epochs({**values, "lr_milestones": (50, 100)}, "paper", 110)
+    assert mine["lr_milestones"] == (50, 100) and mine["prune_start"] == 37  # the user's stay
+    assert lf.with_epochs(quick(), "quick", 30)["prune_start"] == 20  # 40 of 60
+
+
+def test_a_preset_without_settings_for_the_data_set_says_why():
+    assert lf.preset_note("quick", "digits") is None
+    assert "the paper never ran the 8x8 digits" in lf.preset_note("paper", "digits")
+    assert lf.defaults("paper", "digits")["dataset"] in PRESETS["paper"]
 
 
 # --- data check ------------------------------------------------------------------------------------
@@ -276,4 +294,4 @@ def test_session_cap_says_how_many_runs_are_over():
     assert lf.session_cap_problem(active=0, new=3, cap=24) is None
     assert lf.session_cap_problem(active=21, new=3, cap=24) is None
     msg = lf.session_cap_problem(active=22, new=3, cap=24)
-    assert msg.startswith("1 run(s) over your cap") and "at most 2 more" in msg
+    assert msg.startswith("1 run(s) over your cap: this browser has 22") and "at most 2 more" in msg

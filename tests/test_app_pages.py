@@ -178,6 +178,9 @@ def test_paper_preset_fills_the_form_and_the_data_check_refuses_missing_data(cli
     assert at.number_input(key="launch_epochs").value == 150
     assert at.text_input(key="launch_lr_milestones").value == "80, 120"
     assert {m.label: m.value for m in at.metric}["Runs"] == "15"
+    at.number_input(key="launch_epochs").set_value(15).run()  # the schedule keeps its fractions
+    assert at.text_input(key="launch_lr_milestones").value == "8, 12"
+    assert at.number_input(key="launch_prune_start").value == 8
     missing = [plain(e.value) for e in at.error]
     assert len(missing) == 1 and "'cifar100' was not found" in missing[0] and "How to get it" in missing[0]
     assert button(at, "Launch").disabled

@@ -14,12 +14,11 @@ from collections import Counter
 
 import streamlit as st
 
-from app import charts, ui, url_state
+from app import charts, owner, ui, url_state
 from app import launch_form as lf
 from gce_core.data import DATASETS
 from gce_core.losses import LOSSES
 from jobs.client import SubmitRefused
-from jobs.status import RunStatus
 
 P = "launch_"  # widget key prefix
 VALUES = P + "form_values"
@@ -49,6 +48,12 @@ def snapshot(values: dict) -> str:
 def on_preset() -> None:
     preset = st.session_state[P + "preset"]
     reset(preset, lf.defaults(preset, st.session_state[VALUES]["dataset"]))
+
+
+def on_epochs() -> None:
+    values = lf.with_epochs(st.session_state[VALUES], st.session_state[P + "preset"], st.session_state[P + "epochs"])
+    st.session_state[VALUES] = values
+    clear_widgets(keep=tuple(k for k in lf.knobs() if k not in ("lr_milestones", "prune_start", "prune_every")))
 
 
 def on_dataset() -> None:
@@ -144,7 +149,7 @@ def form(teach: bool, data_root: str) -> list[tuple[str, str]]:
     widget(ks["losses"], st, problems)
     loss_rows(ks, problems)
     c1, c2, c3 = st.columns(3)
-    widget(ks["epochs"], c1, problems)
+    widget(ks["epochs"], c1, problems, on_change=on_epochs)
     widget(ks["seeds"], c2, problems)
     if not teach:
         widget(ks["seed"], c3, problems)
@@ -165,19 +170,6 @@ def form(teach: bool, data_root: str) -> list[tuple[str, str]]:
 
 
 # --- the summary ---------------------------------------------------------------------------------
-def session_active(client, ids: list[str]) -> int:
-    """Runs of this session still queued or running; the finished ones leave ``ids``."""
-    active = []
-    for run_id in ids:
-        try:
-            if not RunStatus(client.get(run_id).status).is_final:
-                active.append(run_id)
-        except KeyError:
-            continue
-    ids[:] = active
-    return len(active)
-
-
 def where_runs_go(info: dict) -> None:
     counts = Counter(map(str, info.get("devices") or []))
     devices = ", ".join(f"{n} × {d}" if n > 1 else d for d, n in counts.items()) or "no device yet"
@@ -192,16 +184,14 @@ def where_runs_go(info: dict) -> None:
         )
 
 
-def submit(client, specs: list, values: dict) -> bool:
-    mine = st.session_state.setdefault(P + "session_ids", [])
+def submit(client, specs: list, values: dict, cap: int) -> bool:
     field = values.get("sweep") or ""
     tags = (f"sweep {field}",) if field and values.get("sweep_values") else ()
-    try:
-        group, ids = client.submit_group(specs, tags=tags)
+    try:  # as this browser's owner, under its cap (checked again here, under a lock)
+        group, ids = owner.submit_owned(client, specs, cap, tags=tags)
     except SubmitRefused as exc:
         st.error(f"Nothing was queued: {ui.md_escape(str(exc))}")
         return False
-    mine.extend(ids)
     st.session_state[P + "last"] = {"group": group, "ids": list(ids)}
     st.session_state.pop(CONFIRM, None)
     return True
@@ -236,8 +226,7 @@ def launch_panel(client, cfg, info: dict, values: dict, specs: list, problems: l
     missing = lf.data_problem(values["dataset"], cfg.data_root)  # gce_core's text, with its `commands`
     if missing:
         blockers.append(missing)
-    mine = st.session_state.setdefault(P + "session_ids", [])
-    over = lf.session_cap_problem(session_active(client, mine), len(specs), cfg.session_cap)
+    over = lf.session_cap_problem(owner.active_runs(client, owner.current_owner()), len(specs), cfg.session_cap)
     if over and not problems:
         blockers.append(ui.md_escape(over))
     blockers += map(ui.md_escape, lf.lab_limit_problems(specs, client.limits.max_epochs, client.limits.max_group_size))
@@ -251,14 +240,14 @@ def launch_panel(client, cfg, info: dict, values: dict, specs: list, problems: l
         if total is not None and total > lf.CONFIRM_SECONDS:
             st.session_state[CONFIRM] = fp
         else:
-            submit(client, specs, values)
+            submit(client, specs, values, cfg.session_cap)
     if st.session_state.get(CONFIRM):
         if st.session_state[CONFIRM] != fp or blockers:
             st.session_state.pop(CONFIRM)
         else:
             st.warning(f"These {n} runs take about {lf.format_duration(total)} on {slots} slot(s) of {kind}. Queue them anyway?")
             b1, b2 = st.columns(2)
-            if b1.button("Yes, queue them", type="primary", width="stretch", key=P + "confirm_yes") and submit(client, specs, values):
+            if b1.button("Yes, queue them", type="primary", width="stretch", key=P + "confirm_yes") and submit(client, specs, values, cfg.session_cap):
                 st.rerun()
             if b2.button("No, change the form", width="stretch", key=P + "confirm_no"):
                 st.session_state.pop(CONFIRM)
@@ -301,6 +290,9 @@ with left:
     st.selectbox("Preset", presets, key=P + "preset", on_change=on_preset,
                  help="Every data set has its own settings in each preset (gce_core.spec.PRESETS).")
     st.caption(lf.PRESET_HELP.get(st.session_state[P + "preset"], ""))
+    note = lf.preset_note(st.session_state[P + "preset"], st.session_state[VALUES]["dataset"])
+    if note:
+        st.info(f"The form keeps its settings: {note}")
     notes_box = st.container()
     form_problems = form(teach, str(cfg.data_root))
 values = st.session_state[VALUES]
