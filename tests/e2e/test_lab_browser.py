@@ -230,7 +230,15 @@ def test_quick_demo_journey(lab, client, page):
     page.goto(lab.url)  # the server's first page imports torch: slow on a loaded machine
     page.get_by_role("heading", name="Launch runs").wait_for(timeout=120_000)
     open_page(page, lab.url, "Launch runs")
-    page.get_by_text("1 worker(s) alive").wait_for()
+
+    def sees_worker() -> bool:  # the caption is drawn once per render: reload until it has the worker
+        caption = page.get_by_text("worker(s) alive")
+        if caption.count() and "1 worker(s) alive" in caption.first.inner_text():
+            return True
+        open_page(page, lab.url, "Launch runs")
+        return False
+
+    wait_until("the Launch page to see the worker", sees_worker, 120, every=2)
     assert_charts_titled(page, 1)  # the noise heatmap
     assert_clean(page)
     shot(page, "01-launch")
@@ -263,7 +271,8 @@ def test_quick_demo_journey(lab, client, page):
     # process: cancelling one stops it at a batch boundary, and its process takes the next run.
     live = [i for i in ids if client.get(i).status in (RunStatus.QUEUED, RunStatus.RUNNING)]
     assert live, "no run left to cancel; the demo ran faster than the test"
-    target = live[-1]
+    queued = [i for i in live if client.get(i).status == RunStatus.QUEUED]
+    target = (queued or live)[0]  # ids are newest first: the last run to start, so it cannot finish first
     open_page(page, f"{lab.url}/runs?runs={target}", "Runs")
     page.get_by_role("button", name="Cancel (1)").click()
     wait_until("the run to be cancelled", lambda: client.get(target).status == RunStatus.CANCELLED, 30)
