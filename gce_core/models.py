@@ -63,7 +63,7 @@ class SmallCNN(nn.Module):
 
 
 class LeNet(nn.Module):
-    """A small LeNet-style CNN, fast on a CPU (about 1.5 MFLOPs forward for a 28x28 image):
+    """A small LeNet-style CNN, fast on a CPU (about 0.7 MFLOPs forward for a 28x28 image):
     5x5 conv 16 stride 2 -> ReLU -> 5x5 conv 32 stride 2 -> ReLU -> 128 -> classes.
     Strided convolutions instead of pooling: a third of the time of conv + max-pool on a CPU.
     Needs images of at least 16x16 pixels."""

@@ -189,7 +189,7 @@ def write_user_npz(
         "y_test": np.arange(n_test) % classes,
     }
     if noisy:
-        arrays["y_train_noisy"] = (arrays["y_train"] + (np.arange(n_train) % 4 == 0)) % classes
+        arrays["y_train_noisy"] = (arrays["y_train"] + (np.arange(n_train) % 5 == 0)) % classes
     arrays.update(replace)
     pathlib.Path(root).mkdir(parents=True, exist_ok=True)
     np.savez(pathlib.Path(root) / f"{name}.npz", **arrays)
