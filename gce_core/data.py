@@ -224,6 +224,26 @@ def available_datasets(root: str | os.PathLike | None = None) -> tuple[str, ...]
     return (*DATASETS, *user_datasets(root))
 
 
+_LABELS = {"digits": "digits (8x8, embedded)", "mnist5k": "mnist5k (5,000 MNIST images, embedded)",
+           "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+TRAIN_SIZES = {"digits": 1437, "mnist5k": 4000, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
+
+
+def dataset_label(name: str, root: str | os.PathLike | None = None) -> str:
+    """A short label for menus: "mnist5k (5,000 MNIST images, embedded)", "mine (your own: mine.npz)".
+    Reads no file."""
+    if name in _LABELS:
+        return _LABELS[name]
+    path = user_datasets(root).get(name)
+    return f"{name} (your own: {path.name}{'/' if path.is_dir() else ''})" if path else name
+
+
+def train_size(name: str, root: str | os.PathLike | None = None) -> int:
+    """Training images of a data set before any subset or validation hold-out (the user's own:
+    loaded to count them; a bad file raises DatasetFileError)."""
+    return TRAIN_SIZES[name] if name in TRAIN_SIZES else len(load_raw(name, root).y_train)
+
+
 def dataset_info(name: str, root: str | os.PathLike | None = None) -> DatasetInfo:
     """The :class:`DatasetInfo` of ``name``: a built-in data set (``DATASETS``) or one of the
     user's own in the data folder ``root`` (which is then loaded, once per process, to learn its

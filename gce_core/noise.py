@@ -32,6 +32,16 @@ from dataclasses import dataclass
 import torch
 
 NOISE_KINDS = ("none", "uniform", "uniform_any", "class_dependent", "instance", "human", "open_set")
+# A short label of every kind, for menus (the Launch form's noise list).
+NOISE_LABELS: dict[str, str] = {
+    "none": "none (clean labels)",
+    "uniform": "uniform (to the other c-1 classes)",
+    "uniform_any": "uniform over all c classes (real flip rate eta(c-1)/c)",
+    "class_dependent": "class-dependent (pair flips)",
+    "instance": "instance-dependent (the flip depends on the image; Xia et al. 2020)",
+    "human": "human labels (CIFAR-N, or your npz's y_train_noisy)",
+    "open_set": "open-set (foreign images, labels kept)",
+}
 INSTANCE_NORM_STD = 0.1  # std of the per-sample flip rates of "instance" noise (Xia et al.'s code)
 INSTANCE_MAX_RATE = 0.5  # the papers' range is 0.2 to 0.5
 # Human label sets of the CIFAR-N files (key in the file -> wrong labels on CIFAR-10: aggre 9%,

@@ -579,3 +579,18 @@ def test_cifar_n_problems_are_named(tmp_path, fake_cifar10):
     (tmp_path / "CIFAR-10_human.pt").write_bytes(b"garbage")
     with pytest.raises(data.DatasetFileError, match=r"CIFAR-10_human\.pt is not a readable CIFAR-N label file"):
         data.load_human_labels("cifar10", "worse_label", tmp_path)
+
+
+def test_labels_and_train_sizes_for_menus(tmp_path):
+    from gce_core.noise import NOISE_KINDS, NOISE_LABELS
+    from tests.fake_datasets import write_image_folder, write_user_npz
+
+    write_user_npz(tmp_path, "mine", n_train=40)
+    write_image_folder(tmp_path, "pets", per_class=5)
+    assert set(NOISE_LABELS) == set(NOISE_KINDS)
+    labels = {n: data.dataset_label(n, tmp_path) for n in data.available_datasets(tmp_path)}
+    assert labels["mnist5k"] == "mnist5k (5,000 MNIST images, embedded)"
+    assert labels["mine"] == "mine (your own: mine.npz)" and labels["pets"] == "pets (your own: pets/)"
+    for name in ("digits", "mnist5k"):
+        assert data.train_size(name) == len(load_raw(name).y_train)
+    assert data.train_size("mine", tmp_path) == 40 and data.train_size("pets", tmp_path) == 8
