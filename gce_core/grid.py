@@ -113,7 +113,8 @@ class Grid:
         list. SpecError naming the axis when one is empty or holds an unknown name."""
         problems: list[tuple[str, str]] = []
         try:
-            datasets = tuple(dict.fromkeys(dataset_info(d).name for d in datasets))
+            root = (overrides or {}).get("data_root")  # the user's own data sets live there
+            datasets = tuple(dict.fromkeys(dataset_info(d, root).name for d in datasets))
             losses = tuple(dict.fromkeys(canonical_loss_name(x) for x in losses))
         except ValueError as exc:
             raise SpecError([("grid", str(exc))]) from None

@@ -24,8 +24,10 @@ HIST_BINS = 20  # bins of f_y histograms over [0, 1]
 EPOCH_KEYS = (
     "epoch", "train_loss", "train_acc_noisy", "train_acc_clean", "memorised", "flipped_to_true",
     "val_acc", "test_acc", "lr", "seconds", "kept", "prune_precision", "prune_recall",
-    "loss_sum_mean", "fy_hist_clean", "fy_hist_noisy",
+    "loss_sum_mean", "fy_hist_clean", "fy_hist_noisy", "fy_gallery", "pred_gallery", "kept_gallery",
 )
+# The keys whose values are lists (histograms and the gallery's per-sample values), not numbers.
+LIST_KEYS = ("fy_hist_clean", "fy_hist_noisy", "fy_gallery", "pred_gallery", "kept_gallery")
 SUMMARY_KEYS = ("test_acc_at_best_val", "best_val_epoch", "last_test_acc", "best_test_acc")
 
 
@@ -91,7 +93,20 @@ def epoch_train_metrics(
     metrics = training_pass_metrics(
         logits_seen, data.y_train[perm], data.y_train_clean[perm], data.is_noisy[perm]
     )
-    return {"train_loss": float(loss_total) / data.n_train, **metrics}
+    return {"train_loss": float(loss_total) / data.n_train, **metrics, **gallery_metrics(data, perm, logits_seen)}
+
+
+def gallery_metrics(data: ExperimentData, perm: torch.Tensor, logits_seen: torch.Tensor) -> dict:
+    """f_y (rounded to 4 digits) and the predicted class of the Noise insight gallery's samples
+    (``data.gallery_idx``, in that order) from the epoch's logits in visiting order ``perm``."""
+    idx = data.gallery_idx
+    if idx is None or idx.numel() == 0:
+        return {"fy_gallery": [], "pred_gallery": []}
+    where = torch.empty_like(perm)
+    where[perm] = torch.arange(perm.numel(), device=perm.device)
+    logits = logits_seen[where[idx]].float()
+    f_y = torch.softmax(logits, dim=1).gather(1, data.y_train[idx][:, None]).squeeze(1)
+    return {"fy_gallery": [round(v, 4) for v in f_y.tolist()], "pred_gallery": logits.argmax(1).tolist()}
 
 
 def evaluation_metrics(
@@ -109,13 +124,17 @@ def evaluation_metrics(
 def epoch_row(
     spec: RunSpec, epoch: int, train_metrics: dict, evals: dict, lr: float,
     weights: torch.Tensor | None, is_noisy: torch.Tensor, seconds: float,
+    gallery_idx: torch.Tensor | None = None,
 ) -> dict:
     """One epoch's metrics row (keys: EPOCH_KEYS); NaN values become None. ``weights``: the ACS
-    weights of a truncated Lq run (kept, prune_precision, prune_recall), else None."""
-    kept = precision = recall = None
+    weights of a truncated Lq run (kept, prune_precision, prune_recall, and kept_gallery: whether
+    each gallery sample, ``gallery_idx``, is kept), else None."""
+    kept = precision = recall = kept_gallery = None
     if weights is not None:
         kept = int(weights.sum())
         precision, recall = pruning_quality(weights, is_noisy)
+        if gallery_idx is not None:
+            kept_gallery = (weights[gallery_idx] > 0).tolist()
     row = {
         "epoch": epoch,
         **train_metrics,
@@ -127,6 +146,7 @@ def epoch_row(
         "prune_recall": recall,
         "loss_sum_mean": evals["loss_sum_mean"],
         "seconds": seconds,
+        "kept_gallery": kept_gallery,
     }
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 

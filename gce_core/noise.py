@@ -1,4 +1,4 @@
-"""Synthetic label noise for the GCE experiments, reproducible from a seed.
+"""Label noise for the GCE experiments: synthetic (reproducible from a seed) and real human labels.
 
 Kinds (``NOISE_KINDS``):
 
@@ -9,6 +9,14 @@ Kinds (``NOISE_KINDS``):
   (a common variant in public code); the realised flip rate is ``rate * (c - 1) / c``.
 - ``"class_dependent"`` (asymmetric): each sample whose CLEAN label is a source class of a class
   map flips to that class's target with probability ``rate``; other classes are never touched.
+- ``"instance"`` (instance-dependent, Xia et al., NeurIPS 2020, "Part-dependent label noise",
+  the generator of their public code): each sample draws its own flip rate from a normal with mean
+  ``rate`` and std 0.1 truncated to [0, 1]; where it flips to depends on its image, through a
+  seeded random projection per class (:func:`instance_noise`). The realised rate is ``rate`` up
+  to sampling noise; which samples flip and to what depends on the images, not only the class.
+- ``"human"``: real labels given by people, read from a file (CIFAR-10N / CIFAR-100N, Wei et al.,
+  ICLR 2022, or a user's ``y_train_noisy``); the rate is what the people got wrong. Its "synthetic
+  twin" (:func:`noise_from_transition`) draws class-dependent noise from the same realised matrix.
 - ``"open_set"``: labels unchanged; a share ``rate`` of the images is replaced by images of another
   data set (see :func:`replace_open_set`), each keeping a label of this data set.
 
@@ -23,7 +31,26 @@ from dataclasses import dataclass
 
 import torch
 
-NOISE_KINDS = ("none", "uniform", "uniform_any", "class_dependent", "open_set")
+NOISE_KINDS = ("none", "uniform", "uniform_any", "class_dependent", "instance", "human", "open_set")
+# A short label of every kind, for menus (the Launch form's noise list).
+NOISE_LABELS: dict[str, str] = {
+    "none": "none (clean labels)",
+    "uniform": "uniform (to the other c-1 classes)",
+    "uniform_any": "uniform over all c classes (real flip rate eta(c-1)/c)",
+    "class_dependent": "class-dependent (pair flips)",
+    "instance": "instance-dependent (the flip depends on the image; Xia et al. 2020)",
+    "human": "human labels (CIFAR-N, or your npz's y_train_noisy)",
+    "open_set": "open-set (foreign images, labels kept)",
+}
+INSTANCE_NORM_STD = 0.1  # std of the per-sample flip rates of "instance" noise (Xia et al.'s code)
+INSTANCE_MAX_RATE = 0.5  # the papers' range is 0.2 to 0.5
+# Human label sets of the CIFAR-N files (key in the file -> wrong labels on CIFAR-10: aggre 9%,
+# random 17-18%, worse 40%; CIFAR-100N: 40%); the first one is the default.
+HUMAN_LABEL_SETS: dict[str, tuple[str, ...]] = {
+    "cifar10": ("worse_label", "aggre_label", "random_label1", "random_label2", "random_label3"),
+    "cifar100": ("noisy_label",),
+}
+USER_NOISY_LABELS = "y_train_noisy"  # the human label set of a user's npz file
 CLASS_MAP_NAMES = ("cifar10", "cifar100_blocks", "cifar100_superclass", "fashion_mnist", "next_class")  # fmt: skip
 
 # Standard CIFAR-100 fine label index -> coarse (super-class) index; fine labels are alphabetical
@@ -67,6 +94,11 @@ class NoisyLabels:
         """Realised share of noisy samples, in [0, 1] (0.0 for an empty set)."""
         return float(self.is_noisy.double().mean()) if self.is_noisy.numel() else 0.0
 
+    @property
+    def class_rates(self) -> torch.Tensor:
+        """(C,) float64 realised noise rate per clean class: 1 - T[i, i]."""
+        return 1.0 - self.transition.diagonal()
+
 
 def _check_num_classes(num_classes: int) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -79,12 +111,13 @@ def check_noise(kind: str, rate: float, num_classes: int) -> None:
     kind: one of ``NOISE_KINDS``. rate: in [0, 1), further limited per kind:
     ``"uniform"`` needs rate < 1 - 1/c; ``"uniform_any"`` needs rate < 1 (its real flip rate
     rate*(c-1)/c then stays below 1 - 1/c); ``"class_dependent"`` needs rate < 0.5;
-    ``"open_set"`` needs rate < 1. For ``"none"`` the rate is ignored (any value is accepted).
+    ``"instance"`` needs rate <= 0.5; ``"open_set"`` needs rate < 1. For ``"none"`` and
+    ``"human"`` (its rate is the label file's) the rate is ignored (any value is accepted).
     """
     if kind not in NOISE_KINDS:
         raise ValueError(f"unknown noise kind {kind!r}; allowed: {', '.join(NOISE_KINDS)}")
     _check_num_classes(num_classes)
-    if kind == "none":
+    if kind in ("none", "human"):
         return
     if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not math.isfinite(rate):
         raise ValueError(f"noise rate must be a finite number in [0, 1), got {rate!r}")
@@ -100,6 +133,11 @@ def check_noise(kind: str, rate: float, num_classes: int) -> None:
         raise ValueError(
             f"class_dependent noise needs rate < 0.5, got {rate}: the true label must stay the "
             "most likely one (eta_ij < 1 - eta_i); the benchmark stops at 0.4"
+        )
+    if kind == "instance" and rate > INSTANCE_MAX_RATE:
+        raise ValueError(
+            f"instance noise needs rate <= {INSTANCE_MAX_RATE}, got {rate}: its flips of a class "
+            "go mostly to a few classes, so above 0.5 the true label can lose; papers use 0.2-0.5"
         )
 
 
@@ -161,12 +199,17 @@ def expected_transition(
 
     ``T[i, j]`` = P(noisy label j | clean label i); rows sum to 1. For ``"class_dependent"`` the map
     is ``class_map_name``, else ``default_class_map(dataset)`` (as in :func:`corrupt_labels`).
-    ``"none"`` and ``"open_set"`` (images change, labels do not) give the identity.
+    ``"instance"``: averaged over the random projections, flips spread evenly over the other
+    classes, so its expectation is the uniform matrix (one draw is far from even: use the
+    realised matrix). ``"none"`` and ``"open_set"`` (images change, labels do not) give the
+    identity. ``"human"`` has no expectation (ValueError): its matrix is the label file's.
     """
     check_noise(kind, rate, num_classes)
+    if kind == "human":
+        raise ValueError("human noise has no expected transition matrix: it is the realised one of the label file")
     c = num_classes
     eye = torch.eye(c, dtype=torch.float64)
-    if kind == "uniform":
+    if kind in ("uniform", "instance"):
         return eye * (1 - rate) + (1 - eye) * (rate / (c - 1))
     if kind == "uniform_any":
         return eye * (1 - rate) + torch.full((c, c), rate / c, dtype=torch.float64)
@@ -221,6 +264,8 @@ def corrupt_labels(
     dataset: str | None = None,
     *,
     class_map_name: str | None = None,
+    features: torch.Tensor | None = None,
+    human_labels=None,
 ) -> NoisyLabels:
     """Corrupt clean ``labels`` (N,) ints in [0, num_classes) with noise ``kind`` at ``rate``.
 
@@ -229,6 +274,9 @@ def corrupt_labels(
     seed: seeds a local ``torch.Generator``; the same inputs and seed give identical labels.
     dataset: picks the default class map for ``"class_dependent"`` (see
     :func:`default_class_map`); ``class_map_name`` (one of ``CLASS_MAP_NAMES``) overrides it.
+    features: (N, ...) float images or features of the samples, needed by ``"instance"``.
+    human_labels: (N,) the people's labels of the samples, needed by ``"human"`` (they are the
+    noisy labels; ``rate`` and ``seed`` are not used).
     Returns a :class:`NoisyLabels` on the CPU. ``"open_set"`` leaves labels unchanged here
     (``is_noisy`` all False); replace the images with :func:`replace_open_set`.
     """
@@ -252,11 +300,70 @@ def corrupt_labels(
         # One pass on the clean labels: a flipped cat is never re-selected as a "dog".
         selected = listed[clean] & (torch.rand(n, generator=gen, dtype=torch.float64) < rate)
         noisy = torch.where(selected, target[clean], clean)
+    elif kind == "instance":
+        if features is None:
+            raise ValueError("instance noise needs the samples' features (N, ...): pass features=")
+        noisy = instance_noise(clean, features, c, rate, int(seed))
+    elif kind == "human":
+        if human_labels is None:
+            raise ValueError("human noise needs the people's labels (N,): pass human_labels=")
+        noisy = _as_labels(human_labels, c, "human labels")
+        if noisy.shape != clean.shape:
+            raise ValueError(f"human labels {tuple(noisy.shape)} and clean labels {tuple(clean.shape)} differ in shape")
     return NoisyLabels(
         labels=noisy,
         is_noisy=noisy != clean,
         transition=realised_transition(clean, noisy, c),
     )
+
+
+def instance_noise(
+    clean: torch.Tensor, features: torch.Tensor, num_classes: int, rate: float, seed: int,
+    norm_std: float = INSTANCE_NORM_STD,
+) -> torch.Tensor:
+    """Instance-dependent noisy labels (N,) int64, the generator of Xia et al. (NeurIPS 2020).
+
+    Per sample i with clean class y: a flip rate r_i ~ N(rate, norm_std) truncated to [0, 1];
+    scores s = x_i W_y, with x_i the sample's features flattened and standardised (zero mean, unit
+    std over the set, as the reference's normalised images) and W_y a (D, C) standard-normal
+    matrix drawn per class from the seed; s_y = -inf; p = r_i softmax(s), p_y = 1 - r_i; the
+    noisy label is drawn from p. The expected share of flips is the mean of r, ``rate`` (the
+    truncation moves it by less than 1e-4 for rate in [0.05, 0.5]). Seeded by a local generator.
+    """
+    clean = _as_labels(clean, num_classes, "clean")
+    x = torch.as_tensor(features).detach().cpu().reshape(clean.numel(), -1).double()
+    n, c = clean.numel(), num_classes
+    gen = torch.Generator().manual_seed(int(seed))
+    flip = torch.empty(n, dtype=torch.float64)
+    torch.nn.init.trunc_normal_(flip, mean=rate, std=norm_std, a=0.0, b=1.0, generator=gen)
+    x = (x - x.mean(dim=0)) / x.std().clamp(min=1e-12)
+    probs = torch.zeros(n, c, dtype=torch.float64)
+    for y in range(c):  # one (D, C) projection per class, drawn even for an absent class
+        w = torch.randn(x.shape[1], c, generator=gen, dtype=torch.float64)
+        rows = torch.nonzero(clean == y).squeeze(1)
+        if rows.numel() == 0:
+            continue
+        scores = x[rows] @ w
+        scores[:, y] = -math.inf
+        p = flip[rows, None] * torch.softmax(scores, dim=1)
+        p[:, y] = 1.0 - flip[rows]
+        probs[rows] = p
+    return torch.multinomial(probs, 1, generator=gen).squeeze(1) if n else clean.clone()
+
+
+def noise_from_transition(clean, transition: torch.Tensor, seed: int) -> NoisyLabels:
+    """Class-dependent noise drawn from a (C, C) row-stochastic ``transition``: each sample of
+    clean class i gets label j with probability T[i, j], independently of its image. With the
+    realised matrix of human labels this is their "synthetic twin" (CIFAR-N's code has one):
+    same rates per class and pair, but no dependence on what the image looks like."""
+    t = torch.as_tensor(transition, dtype=torch.float64)
+    c = t.shape[0]
+    if t.ndim != 2 or t.shape != (c, c) or bool((t < 0).any()) or not torch.allclose(t.sum(1), torch.ones(c, dtype=torch.float64)):
+        raise ValueError(f"transition must be a (C, C) matrix of non-negative rows summing to 1, got shape {tuple(t.shape)}")
+    clean = _as_labels(clean, c, "clean")
+    gen = torch.Generator().manual_seed(int(seed))
+    noisy = torch.multinomial(t[clean], 1, generator=gen).squeeze(1) if clean.numel() else clean.clone()
+    return NoisyLabels(labels=noisy, is_noisy=noisy != clean, transition=realised_transition(clean, noisy, c))
 
 
 def replace_open_set(

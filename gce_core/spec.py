@@ -25,7 +25,14 @@ from gce_core.losses import (
 )
 from gce_core.messages import clip, clip_quotes
 from gce_core.models import MODEL_NAMES
-from gce_core.noise import CLASS_MAP_NAMES, NOISE_KINDS, check_noise, default_class_map
+from gce_core.noise import (
+    CLASS_MAP_NAMES,
+    HUMAN_LABEL_SETS,
+    NOISE_KINDS,
+    USER_NOISY_LABELS,
+    check_noise,
+    default_class_map,
+)
 
 MAX_EPOCHS = 5000
 OTHER_LOSS_PARAMS = ("alpha", "beta", "A", "a", "p")  # None until validation fills the loss's default
@@ -62,7 +69,8 @@ class RunSpec(BaseModel):
 
     name: str = Field("", max_length=200, description="free text shown in the lab")
     # data
-    dataset: str = Field("digits", description=f"one of {', '.join(DATASETS)}")
+    dataset: str = Field("digits", description=f"one of {', '.join(DATASETS)}, or the name of your own data set "
+                         "in the data folder (NAME.npz or an image folder NAME/)")
     data_root: str | None = Field(None, description="folder with the data sets (default: $GCE_LAB_DATA or ~/.gce_lab/data)")
     download: bool = Field(False, description="let torchvision download the data set (needs internet)")
     train_subset: int | None = Field(None, ge=20, description="use only this many training images (seeded), for quick runs")
@@ -71,6 +79,11 @@ class RunSpec(BaseModel):
     noise: str = Field("none", description=f"one of {', '.join(NOISE_KINDS)}")
     noise_rate: float = Field(0.0, ge=0.0, lt=1.0, description="eta in [0, 1)")
     class_map: str | None = Field(None, description=f"class-dependent map, one of {', '.join(CLASS_MAP_NAMES)} (default: the data set's)")
+    human_labels: str | None = Field(None, description="human noise: the label set, CIFAR-10N "
+                                     f"{', '.join(HUMAN_LABEL_SETS['cifar10'])}; CIFAR-100N noisy_label; "
+                                     f"your npz: {USER_NOISY_LABELS} (default: the first)")
+    human_twin: bool = Field(False, description="human noise: its synthetic twin instead, class-dependent noise drawn "
+                             "(seeded) from the human labels' realised transition matrix")
     open_set_source: str = Field("noise", description=f"images used for open-set noise, one of {', '.join(OPEN_SET_SOURCES)}")
     # loss
     loss: str = Field("lq", description=f"one of {', '.join(LOSS_NAMES)} (alias gce = lq, ce = cce)")
@@ -118,7 +131,11 @@ class RunSpec(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, v: str) -> str:
-        return dataset_info(v).name
+        if v in DATASETS:
+            return v
+        if not isinstance(v, str) or not v:
+            raise ValueError(f"dataset must be a name, got {v!r}")
+        return v  # the user's own: checked with data_root in _consistent
 
     @field_validator("loss")
     @classmethod
@@ -181,10 +198,14 @@ class RunSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSpec:
-        info = DATASETS[self.dataset]
+        try:
+            info = dataset_info(self.dataset, self.data_root)
+        except ValueError as exc:  # an unknown name, or the user's file is unusable
+            raise _ParamError("dataset", str(exc)) from None
         check_noise(self.noise, self.noise_rate, info.num_classes)
         if self.noise == "class_dependent" and self.class_map is None:
             object.__setattr__(self, "class_map", default_class_map(self.dataset))
+        self._check_human(info)
         if self.noise == "open_set" and self.open_set_source != "noise":
             src = DATASETS[self.open_set_source]
             if src.image_shape != info.image_shape or src.name == info.name:
@@ -204,6 +225,21 @@ class RunSpec(BaseModel):
                 "third of the run, 40 of 120 epochs on CIFAR-10), or choose loss lq"))
         return self
 
+    def _check_human(self, info) -> None:
+        if self.noise != "human":
+            if self.human_labels is not None or self.human_twin:
+                raise _ParamError("human_labels", f"human_labels and human_twin belong to human noise, not {self.noise!r}")
+            return
+        sets = HUMAN_LABEL_SETS.get(info.name, (USER_NOISY_LABELS,) if info.has_noisy_labels else ())
+        if not sets:
+            raise _ParamError("noise", f"human noise needs people's labels: CIFAR-10N or CIFAR-100N with cifar10 or "
+                              f"cifar100, or your own npz with {USER_NOISY_LABELS}; {info.name} has none")
+        if self.human_labels is None:
+            object.__setattr__(self, "human_labels", sets[0])
+        elif self.human_labels not in sets:
+            raise _ParamError("human_labels", f"unknown label set {self.human_labels!r} for {info.name}; "
+                              f"allowed: {', '.join(sets)}")
+
     # --- serialisation -------------------------------------------------------------------
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -213,7 +249,7 @@ class RunSpec(BaseModel):
 
     @property
     def num_classes(self) -> int:
-        return DATASETS[self.dataset].num_classes
+        return dataset_info(self.dataset, self.data_root).num_classes
 
     @property
     def loss_formula(self) -> str:
@@ -244,6 +280,8 @@ class RunSpec(BaseModel):
     def label(self) -> str:
         """A short human label: 'lq q=0.7 | uniform 0.4 | seed 0'."""
         noise = "clean" if self.noise == "none" else f"{self.noise} {self.noise_rate:g}"
+        if self.noise == "human":
+            noise = f"human {self.human_labels}" + (" twin" if self.human_twin else "")
         return f"{self.loss_label()} | {noise} | seed {self.seed}"
 
 
@@ -302,6 +340,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "digits": dict(model="mlp", epochs=60, lr=0.1, batch_size=128, momentum=0.9, weight_decay=0.0,
                        prune_start=40, prune_every=10),
+        "mnist5k": dict(model="lenet", epochs=30, lr=0.05, batch_size=128, momentum=0.9, weight_decay=0.0,
+                        prune_start=10, prune_every=5),
         # pruning from a third of the run (the paper's CIFAR-10 share), every epoch after
         "fashion_mnist": dict(model="cnn", epochs=8, train_subset=8000, lr=0.05, prune_start=3, prune_every=1),
         "cifar10": dict(model="cnn", epochs=12, train_subset=10000, lr=0.05, augment=True, prune_start=4,
@@ -338,11 +378,18 @@ def _check_preset(preset: str) -> None:
         raise SpecError([("preset", f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")])
 
 
-def preset_fields(preset: str, dataset: str) -> dict[str, Any]:
+def preset_fields(preset: str, dataset: str, data_root: str | None = None) -> dict[str, Any]:
     """The fields a preset sets for a data set (without validation). SpecError if the preset has
-    none for it (the paper preset and digits: PAPER_DIGITS_NOTE)."""
+    none for it (the paper preset and digits: PAPER_DIGITS_NOTE). The user's own data sets (looked
+    up in ``data_root``) take the quick preset's mnist5k entry, with the mlp for images under 16x16."""
     _check_preset(preset)
-    name = dataset_info(dataset).name
+    info = dataset_info(dataset, data_root)
+    name = info.name
+    if name not in DATASETS and preset == "quick":
+        fields = dict(PRESETS[preset]["mnist5k"])
+        if min(info.image_shape[1:]) < 16:
+            fields["model"] = "mlp"
+        return {"dataset": name, **fields}
     if name not in PRESETS[preset]:
         why = PAPER_DIGITS_NOTE if (preset, name) == ("paper", "digits") else (
             f"the {preset} preset has no settings for {name}; it has {', '.join(PRESETS[preset])}")
@@ -379,7 +426,7 @@ def from_preset(preset: str, dataset: str = "digits", **overrides: Any) -> RunSp
     ``epochs`` override rescales the preset's lr milestones and pruning schedule to the same
     fractions of the run (``scale_schedule``), unless those fields are overridden too."""
     try:
-        fields = preset_fields(preset, dataset)
+        fields = preset_fields(preset, dataset, overrides.get("data_root"))
     except ValueError as exc:
         if isinstance(exc, SpecError):
             raise

@@ -313,7 +313,8 @@ def run_epochs(
         st.scheduler.step()
         evals = evaluate_epoch(spec, st, data, device)
         seconds = time.perf_counter() - started
-        row = epoch_row(spec, st.epoch + 1, train_metrics, evals, lr, st.weights, data.is_noisy, seconds)
+        row = epoch_row(spec, st.epoch + 1, train_metrics, evals, lr, st.weights, data.is_noisy, seconds,
+                        data.gallery_idx)
         record_epoch(spec, st, row)
         # Report first, then checkpoint: a consumer never lacks an epoch the checkpoint holds;
         # after a crash in between, the resumed run re-delivers that epoch (dedupe by epoch).

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from gce_core.data import DATASETS
 from gce_core.messages import clip, quote
-from gce_core.metrics import EPOCH_KEYS
+from gce_core.metrics import EPOCH_KEYS, LIST_KEYS
 from gce_core.spec import RunSpec, SpecError, parse_spec
 from jobs import config
 from jobs.config import Limits, SupervisorSettings
@@ -166,8 +166,8 @@ def runnable_problems(spec: RunSpec, workers: Callable[[], list[WorkerInfo]]) ->
         if alive and slots and all(d == "cpu" for d in slots):
             problems.append(("device", f"{device}: no running worker has a GPU (their slots are all cpu); "
                              "submit with device auto or cpu"))
-    info = DATASETS[spec.dataset]
-    if spec.data_root is None and not spec.download and not info.embedded:
+    info = DATASETS.get(spec.dataset)  # None: the user's own, found in the data folder at validation
+    if info is not None and spec.data_root is None and not spec.download and not info.embedded:
         alive = workers()
         if alive and all(w.datasets is not None for w in alive) and not any(
                 spec.dataset in w.datasets.get("present", ()) for w in alive):
@@ -351,7 +351,7 @@ class LabClient:
         spec's loss, q, noise, noise_rate, seed, dataset."""
         import pandas as pd
 
-        scalar = [k for k in EPOCH_KEYS if not k.startswith("fy_hist")]
+        scalar = [k for k in EPOCH_KEYS if k not in LIST_KEYS]
         columns = ["run_id", "name", "group", *scalar, *SPEC_COLUMNS]
         records = []
         for run, rows in self._runs_and_rows(run_ids):

@@ -172,3 +172,69 @@ def write_fashion_mnist(
         _write_idx(folder / f"{split}-images-idx3-ubyte", 2051, x)
         _write_idx(folder / f"{split}-labels-idx1-ubyte", 2049, y)
     return fake
+
+
+# --- the user's own data sets and CIFAR-N label files -----------------------------------------
+def write_user_npz(
+    root: pathlib.Path, name: str = "mine", n_train: int = 40, n_test: int = 10, classes: int = 3,
+    shape: tuple[int, ...] = (12, 12), seed: int = 3, noisy: bool = False, **replace: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Write ``root/NAME.npz`` with x_train (n_train, *shape) uint8, y_train, x_test, y_test (and
+    y_train_noisy with ``noisy``); ``replace`` overrides or adds arrays. Returns what was written."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "x_train": rng.integers(0, 256, size=(n_train, *shape), dtype=np.uint8),
+        "y_train": np.arange(n_train) % classes,
+        "x_test": rng.integers(0, 256, size=(n_test, *shape), dtype=np.uint8),
+        "y_test": np.arange(n_test) % classes,
+    }
+    if noisy:
+        arrays["y_train_noisy"] = (arrays["y_train"] + (np.arange(n_train) % 5 == 0)) % classes
+    arrays.update(replace)
+    pathlib.Path(root).mkdir(parents=True, exist_ok=True)
+    np.savez(pathlib.Path(root) / f"{name}.npz", **arrays)
+    return arrays
+
+
+def write_image_folder(
+    root: pathlib.Path, name: str = "pets", classes: tuple[str, ...] = ("cat", "dog"),
+    per_class: int = 5, size: tuple[int, int] = (20, 16), mode: str = "RGB", split: bool = False,
+    seed: int = 4,
+) -> dict[str, list[np.ndarray]]:
+    """Write PNG images in torchvision's ImageFolder layout: ``root/NAME/<class>/<i>.png`` (or
+    ``root/NAME/{train,test}/<class>/<i>.png`` with ``split``, per_class images in each).
+    ``size`` is (width, height). Returns class -> the pixel arrays written (train first)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    written: dict[str, list[np.ndarray]] = {c: [] for c in classes}
+    for part in ("train", "test") if split else ("",):
+        for label, cls in enumerate(classes):
+            folder = pathlib.Path(root) / name / part / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                shape = (size[1], size[0]) + ((3,) if mode == "RGB" else ())
+                pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+                pixels.flat[0] = label * 50  # mark the class in the first pixel
+                Image.fromarray(pixels, mode=mode).save(folder / f"{i:03d}.png")
+                written[cls].append(pixels)
+    return written
+
+
+def write_cifar_n(
+    root: pathlib.Path, clean: np.ndarray, file: str = "CIFAR-10_human.pt",
+    label_sets: tuple[str, ...] = ("aggre_label", "random_label1", "random_label2", "random_label3", "worse_label"),
+    rates: tuple[float, ...] = (0.1, 0.2, 0.2, 0.2, 0.4), num_classes: int = 10, seed: int = 5,
+) -> dict[str, np.ndarray]:
+    """Write a CIFAR-N label file as the real one is: torch.save of a dict of numpy int arrays,
+    ``clean_label`` and one array per label set (a share ``rate`` of labels moved to the next
+    class). Returns the dict."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    table = {"clean_label": np.asarray(clean, dtype=np.int64)}
+    for key, rate in zip(label_sets, rates, strict=True):
+        flip = rng.random(len(clean)) < rate
+        table[key] = np.where(flip, (table["clean_label"] + 1) % num_classes, table["clean_label"])
+    torch.save(table, pathlib.Path(root) / file)
+    return table

@@ -262,7 +262,7 @@ def test_realised_transition_matches_expected(kind, rate, map_name):
     assert float((out.transition - want).abs().max()) < 0.01
 
 
-@pytest.mark.parametrize("kind", NOISE_KINDS)
+@pytest.mark.parametrize("kind", [k for k in NOISE_KINDS if k != "human"])
 @pytest.mark.parametrize("c", [2, 10, 100])
 def test_expected_transition_rows_sum_to_one(kind, c):
     rate = 0.0 if kind == "none" else 0.3
@@ -331,7 +331,8 @@ def test_none_and_open_set_leave_labels_unchanged():
         ("uniform_any", 1.0, 10, r"\[0, 1\)"),
         ("open_set", 1.0, 10, r"\[0, 1\)"),
         ("uniform", float("nan"), 10, r"\[0, 1\)"),
-        ("symmetric", 0.2, 10, "uniform, uniform_any, class_dependent, open_set"),
+        ("instance", 0.55, 10, r"rate <= 0\.5"),
+        ("symmetric", 0.2, 10, "uniform, uniform_any, class_dependent, instance, human, open_set"),
     ],
 )
 def test_refused_rates_name_the_limit(kind, rate, c, message):
@@ -405,3 +406,198 @@ def test_replace_open_set_refuses_bad_sources():
         replace_open_set(images, 0.5, source[:100], seed=0)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         replace_open_set(images, 1.0, source, seed=0)
+
+
+# --- instance-dependent noise (Xia et al. 2020) -----------------------------------------------
+
+
+def _features(labels: torch.Tensor, dim: int = 32, seed: int = 0) -> torch.Tensor:
+    """Features that depend on the class (a class mean) and on the sample (noise)."""
+    gen = torch.Generator().manual_seed(seed)
+    means = torch.randn(int(labels.max()) + 1, dim, generator=gen)
+    return means[labels] + torch.randn(len(labels), dim, generator=gen)
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.4, 0.5])
+def test_instance_realised_rate_within_tolerance(rate):
+    clean = balanced_labels(20_000, 10)
+    out = corrupt_labels(clean, 10, "instance", rate, seed=3, features=_features(clean))
+    assert abs(out.rate - rate) < 0.01  # 20k draws: sd of the share about 0.004
+    assert torch.allclose(out.class_rates, 1 - out.transition.diagonal())
+    assert float((out.class_rates - rate).abs().max()) < 0.04
+    assert torch.equal(out.is_noisy, out.labels != clean)
+
+
+def test_instance_flips_depend_on_the_features_not_only_the_class():
+    clean = balanced_labels(20_000, 10)
+    x = _features(clean)
+    out = corrupt_labels(clean, 10, "instance", 0.4, seed=3, features=x)
+    # flips of one class go unevenly to the other classes (uniform noise would give 0.4 / 9 each)
+    off = out.transition[0, 1:]
+    assert float(off.max()) > 2 * 0.4 / 9
+    # the same labels with other features flip other samples to other classes
+    other = corrupt_labels(clean, 10, "instance", 0.4, seed=3, features=x.flip(1))
+    assert float((other.labels != out.labels).double().mean()) > 0.2
+
+
+def test_instance_same_seed_same_labels():
+    clean = balanced_labels(5_000, 10)
+    x = _features(clean)
+    a = corrupt_labels(clean, 10, "instance", 0.3, seed=7, features=x)
+    b = corrupt_labels(clean.tolist(), 10, "instance", 0.3, seed=7, features=x.clone())
+    c = corrupt_labels(clean, 10, "instance", 0.3, seed=8, features=x)
+    assert torch.equal(a.labels, b.labels) and not torch.equal(a.labels, c.labels)
+
+
+def test_instance_needs_features():
+    with pytest.raises(ValueError, match="features="):
+        corrupt_labels(balanced_labels(100, 10), 10, "instance", 0.3, seed=0)
+
+
+# --- human labels and their synthetic twin ---------------------------------------------------
+
+
+def test_human_labels_are_taken_as_given():
+    clean = balanced_labels(1000, 10)
+    human = clean.clone()
+    human[:300] = (human[:300] + 3) % 10
+    out = corrupt_labels(clean, 10, "human", 0.0, seed=0, human_labels=human)
+    assert torch.equal(out.labels, human) and out.rate == pytest.approx(0.3)
+    assert torch.equal(out.transition, realised_transition(clean, human, 10))
+    with pytest.raises(ValueError, match="human_labels="):
+        corrupt_labels(clean, 10, "human", 0.0, seed=0)
+    with pytest.raises(ValueError, match=r"human labels must be in \[0, 10\)"):
+        corrupt_labels(clean, 10, "human", 0.0, seed=0, human_labels=torch.full((1000,), 10))
+
+
+def test_synthetic_twin_has_the_same_matrix_but_other_samples():
+    from gce_core.noise import noise_from_transition
+
+    clean = balanced_labels(100_000, 10)
+    gen = torch.Generator().manual_seed(0)
+    human = torch.where(torch.rand(len(clean), generator=gen) < 0.3, (clean * 7 + 1) % 10, clean)
+    human[clean == 4] = 2  # a class people always get wrong
+    t = realised_transition(clean, human, 10)
+    twin = noise_from_transition(clean, t, seed=1)
+    assert float((twin.transition - t).abs().max()) < 0.01
+    assert abs(twin.rate - float((human != clean).double().mean())) < 0.005
+    assert torch.equal(twin.labels[clean == 4], torch.full((10_000,), 2))
+    noisy_both = (twin.labels != clean) & (human != clean) & (clean != 4)
+    assert float(noisy_both.double().sum()) / float((human != clean).double().sum()) < 0.5
+    again = noise_from_transition(clean, t, seed=1)
+    assert torch.equal(again.labels, twin.labels)
+    with pytest.raises(ValueError, match="rows summing to 1"):
+        noise_from_transition(clean, t * 2, seed=1)
+
+
+# --- through the spec: a run's data ----------------------------------------------------------
+
+
+@pytest.fixture
+def cifar_n(tmp_path, monkeypatch):
+    """A tiny CIFAR-10 and its CIFAR-N label file in the real formats, in tmp_path."""
+    from torchvision import datasets as tv_datasets
+
+    from gce_core.data import load_raw
+    from tests.fake_datasets import patch_cifar_md5, write_cifar10, write_cifar_n
+
+    load_raw.cache_clear()
+    fake = write_cifar10(tmp_path, per_batch=40, n_test=10)
+    patch_cifar_md5(monkeypatch, tv_datasets.CIFAR10, fake)
+    table = write_cifar_n(tmp_path, fake.y_train, rates=(0.1, 0.2, 0.2, 0.2, 0.5))
+    yield tmp_path, fake, table
+    load_raw.cache_clear()
+
+
+def test_human_noise_spec_defaults_and_refusals(cifar_n):
+    from gce_core.spec import SpecError, parse_spec
+
+    root = str(cifar_n[0])
+    spec = parse_spec(dict(dataset="cifar10", data_root=root, noise="human"))
+    assert spec.human_labels == "worse_label" and not spec.human_twin
+    assert spec.label().endswith("human worse_label | seed 0")
+    with pytest.raises(SpecError, match=r"^human_labels: unknown label set 'noisy_label' for cifar10; allowed: worse_label"):
+        parse_spec(dict(dataset="cifar10", data_root=root, noise="human", human_labels="noisy_label"))
+    with pytest.raises(SpecError, match=r"^noise: human noise needs people's labels.*digits has none"):
+        parse_spec(dict(dataset="digits", noise="human"))
+    with pytest.raises(SpecError, match=r"^human_labels: human_labels and human_twin belong to human noise"):
+        parse_spec(dict(dataset="digits", noise="uniform", noise_rate=0.2, human_twin=True))
+
+
+def test_human_noise_trains_on_the_files_labels_and_the_twin_on_its_matrix(cifar_n):
+    from gce_core.experiment_data import build_experiment_data, noise_preview, noisy_training_set
+    from gce_core.spec import parse_spec
+
+    root, fake, table = cifar_n
+    base = dict(dataset="cifar10", data_root=str(root), noise="human", human_labels="worse_label", val_fraction=0.25)
+    t = noisy_training_set(parse_spec(base))
+    assert t.noisy.labels.tolist() == table["worse_label"].tolist()
+    data = build_experiment_data(parse_spec(base))
+    assert torch.equal(data.y_train, t.noisy.labels[t.train_idx])
+    assert torch.equal(data.y_train_clean, torch.as_tensor(fake.y_train)[t.train_idx])
+    assert data.realised_rate == pytest.approx(float((table["worse_label"] != fake.y_train).mean()))
+    preview = noise_preview(base)
+    assert torch.equal(preview.transition, t.noisy.transition) and preview.rate == pytest.approx(data.realised_rate)
+    twin = noisy_training_set(parse_spec(dict(base, human_twin=True, seed=1)))
+    assert not torch.equal(twin.noisy.labels, t.noisy.labels)
+    # the twin draws from the human matrix: here every flip goes to the next class, as the file's
+    flipped = twin.noisy.is_noisy
+    assert torch.equal(twin.noisy.labels[flipped], (torch.as_tensor(fake.y_train)[flipped] + 1) % 10)
+
+
+def test_users_npz_noisy_labels_are_its_human_noise(tmp_path):
+    from gce_core.data import load_raw
+    from gce_core.experiment_data import noisy_training_set
+    from gce_core.spec import parse_spec
+    from tests.fake_datasets import write_user_npz
+
+    load_raw.cache_clear()
+    arrays = write_user_npz(tmp_path, "mine", noisy=True)
+    spec = parse_spec(dict(dataset="mine", data_root=str(tmp_path), noise="human"))
+    assert spec.human_labels == "y_train_noisy"
+    assert noisy_training_set(spec).noisy.labels.tolist() == arrays["y_train_noisy"].tolist()
+
+
+def test_instance_noise_of_a_run_is_seeded_and_at_the_rate():
+    from gce_core.experiment_data import noise_preview, noisy_training_set
+    from gce_core.spec import parse_spec
+
+    spec = parse_spec(dict(dataset="mnist5k", noise="instance", noise_rate=0.4, seed=2))
+    a, b = noisy_training_set(spec), noisy_training_set(spec)
+    assert torch.equal(a.noisy.labels, b.noisy.labels)
+    assert abs(a.noisy.rate - 0.4) < 0.03  # 4,000 images
+    assert noise_preview(spec).rate == a.noisy.rate
+    other = noisy_training_set(parse_spec(dict(dataset="mnist5k", noise="instance", noise_rate=0.4, seed=3)))
+    assert not torch.equal(a.noisy.labels, other.noisy.labels)
+
+
+def test_gallery_samples_are_the_runs_flipped_samples_in_row_order():
+    from gce_core.experiment_data import GALLERY_SIZE, build_experiment_data, gallery_samples
+    from gce_core.spec import parse_spec
+
+    spec = parse_spec(dict(dataset="digits", noise="uniform", noise_rate=0.4, seed=5))
+    data = build_experiment_data(spec)
+    g = gallery_samples(spec)
+    assert len(g.index) == GALLERY_SIZE and torch.equal(g.index, data.gallery_idx)
+    assert bool(data.is_noisy[g.index].all()) and bool((g.given != g.true).all())
+    assert torch.equal(g.given, data.y_train[g.index]) and torch.equal(g.true, data.y_train_clean[g.index])
+    mean = g.images.mean() - (data.x_train[g.index]).mean()  # x_train is mean-subtracted
+    assert g.images.min() >= 0 and g.images.max() <= 1 and float(mean) > 0
+
+
+def test_epoch_rows_record_the_gallerys_f_y_and_predictions():
+    from gce_core.experiment_data import GALLERY_SIZE
+    from gce_core.spec import parse_spec
+    from gce_core.train import train
+
+    rows = []
+    spec = parse_spec(dict(dataset="digits", noise="uniform", noise_rate=0.6, epochs=3, lr=0.1, seed=1,
+                           loss="truncated_lq", prune_start=2, prune_every=1))
+    train(spec, on_epoch=rows.append)
+    for row in rows:
+        assert len(row["fy_gallery"]) == len(row["pred_gallery"]) == GALLERY_SIZE
+        assert all(0.0 <= f <= 1.0 for f in row["fy_gallery"]) and all(0 <= p < 10 for p in row["pred_gallery"])
+    assert rows[0]["kept_gallery"] == [True] * GALLERY_SIZE
+    assert rows[2]["fy_gallery"] != rows[0]["fy_gallery"]
+    clean = train(parse_spec(dict(dataset="digits", epochs=1)), on_epoch=rows.append)
+    assert clean["epochs_completed"] == 1 and rows[-1]["fy_gallery"] == [] and rows[-1]["kept_gallery"] is None

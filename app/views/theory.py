@@ -12,7 +12,6 @@ import streamlit as st
 from app import charts, ui, url_state
 from app.launch_form import FORM_LOSSES
 from gce_core.bounds import excess_risk_bound, loss_bounds
-from gce_core.data import DATASETS
 from gce_core.losses import LOSSES
 
 P = "theory_"
@@ -80,7 +79,7 @@ def measured(client, records, run_id: str) -> None:
         return
     rows = client.metrics(run_id)
     spec = record.spec
-    c = DATASETS[spec.dataset].num_classes
+    c = spec.num_classes
     if not rows:
         st.info("This run has no finished epoch yet.")
         return
