@@ -284,8 +284,8 @@ def band_figure(
                 customdata=rows["n"], hovertemplate="%{y:.4g} (n=%{customdata})",
             ), **where)
     pooled = (bands["n"] > 1).any() if not bands.empty else False
-    y = metric_title(metric) + (" — mean ± std over runs" if pooled else "")
-    head = title or metric_title(metric).split(" (")[0]
+    y = metric_title(metric)
+    head = (title or metric_title(metric).split(" (")[0]) + (": mean ± std over runs" if pooled else "")
     if subtitle:
         head += f"<br><sup>{html.escape(subtitle)}</sup>"
     _layout(fig, head, "epoch", y, revision)

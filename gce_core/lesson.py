@@ -44,6 +44,7 @@ class LessonStep:
     view: str
     specs: tuple[RunSpec, ...] = field(repr=False)
     metrics: tuple[str, ...] = ("test_acc",)
+    short: str = ""  # a few words for the step's link
 
     @property
     def group(self) -> str:
@@ -72,7 +73,7 @@ def steps() -> tuple[LessonStep, ...]:
             "Once the clean samples are learned, the only way to lower the loss is to fit the "
             "flipped ones: memorisation rises and test accuracy falls from its peak.",
             "curves", _seeded(_base(loss="cce", noise="none", noise_rate=0.0), _base(loss="cce")),
-            ("test_acc", "memorised"),
+            ("test_acc", "memorised"), "CCE memorises",
         ),
         LessonStep(
             "mae", "MAE resists the noise, but learns slowly",
@@ -85,7 +86,7 @@ def steps() -> tuple[LessonStep, ...]:
             "MAE's gradient weight is 2 f_y: samples the network finds hard (small f_y), which are "
             "often the flipped ones, barely move it. That is why it resists the noise, and also why "
             "it learns slowly: hard clean samples are ignored too.",
-            "curves", _seeded(_base(loss="cce"), _base(loss="mae")), ("test_acc", "memorised"),
+            "curves", _seeded(_base(loss="cce"), _base(loss="mae")), ("test_acc", "memorised"), "MAE resists, slowly",
         ),
         LessonStep(
             "lq", "Lq sits between them, set by q",
@@ -97,7 +98,7 @@ def steps() -> tuple[LessonStep, ...]:
             "robustness. The paper uses q = 0.7; the curve of accuracy against q has its top in "
             "between.",
             "sweep_q",
-            _seeded(*(_base(loss="lq", q=q) for q in lq_qs), _base(loss="cce"), _base(loss="mae")),
+            _seeded(*(_base(loss="lq", q=q) for q in lq_qs), _base(loss="cce"), _base(loss="mae")), short="Lq and q",
         ),
         LessonStep(
             "bounds", "The bounds explain why",
@@ -111,7 +112,7 @@ def steps() -> tuple[LessonStep, ...]:
             "measured sums, inside their bands.",
             "bounds",
             _seeded(*(_base(loss="lq", q=q) for q in lq_qs), _base(loss="cce"), _base(loss="mae")),
-            ("loss_sum_mean",),
+            ("loss_sum_mean",), "The bounds",
         ),
         LessonStep(
             "truncate", "Truncation prunes the flipped samples",
@@ -125,7 +126,7 @@ def steps() -> tuple[LessonStep, ...]:
             "Training then ignores them, and test accuracy holds up.",
             "pruning",
             _seeded(_base(loss="lq"), _base(loss="truncated_lq", prune_start=10, prune_every=5)),
-            ("test_acc", "prune_precision"),
+            ("test_acc", "prune_precision"), "Truncation",
         ),
     )
 

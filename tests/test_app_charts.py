@@ -31,7 +31,7 @@ def test_bands():
     band, mean = fig.data
     assert band.fill == "toself" and list(band.y) == pytest.approx([70, 80, 60, 50])
     assert mean.name == "g (n=2)"
-    assert "mean ± std" in fig.layout.yaxis.title.text
+    assert "mean ± std" in fig.layout.title.text
 
 
 def test_theory_figures():

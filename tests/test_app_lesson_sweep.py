@@ -223,3 +223,15 @@ def test_a_failed_run_reads_as_one_paragraph_with_the_traceback_folded(client, e
         assert "Traceback" not in at.error[0].value  # folded below, not in the paragraph
         assert any("the details" in e.label for e in at.expander)
         assert at.code[0].proto.wrap_lines
+
+
+def test_the_step_buttons_move_through_the_lesson_and_the_url_follows(client):
+    at = page(app(), "views/lesson.py", {"step": "1"})
+    button(at, "Next step").click().run()
+    no_errors(at)
+    assert "Step 2 of 5" in at.header[0].value and at.query_params["step"] in ("2", ["2"])
+    button(at, "5. Truncation").click().run()
+    assert "Step 5 of 5" in at.header[0].value and at.query_params["step"] in ("5", ["5"])
+    at = page(app(), "views/lesson.py", {"step": "9"})  # out of range: the first step
+    no_errors(at)
+    assert "Step 1 of 5" in at.header[0].value

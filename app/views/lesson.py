@@ -114,11 +114,17 @@ def launch_missing(step: LessonStep) -> None:
                 "Watch them grow below. `python -m jobs lesson --prepare` trains them ahead of a class.")
 
 
+def go_to(index: int) -> None:
+    """Button callback: show step ``index`` (the URL follows, so the step stays a link)."""
+    st.session_state[P + "step"] = index
+    st.query_params["step"] = str(index)
+
+
 def step_nav(index: int) -> None:
     cols = st.columns(len(STEPS))
     for i, (col, s) in enumerate(zip(cols, STEPS, strict=True), 1):
-        col.page_link("views/lesson.py", label=f"{i}. {s.title}", query_params={"step": str(i)}, disabled=i == index,
-                      icon=":material/radio_button_checked:" if i == index else ":material/radio_button_unchecked:")
+        col.button(f"{i}. {s.short or s.title}", key=f"{P}nav_{i}", help=s.title, width="stretch",
+                   type="primary" if i == index else "secondary", on_click=go_to, args=(i,))
 
 
 st.title("Lesson: learning from noisy labels")
@@ -153,9 +159,10 @@ elif choice is None:
 
 c1, c2, c3 = st.columns([1, 1, 3])
 if index > 1:
-    c1.page_link("views/lesson.py", label="Previous step", icon=":material/arrow_back:", query_params={"step": str(index - 1)})
+    c1.button("Previous step", icon=":material/arrow_back:", key=P + "prev", on_click=go_to, args=(index - 1,))
 if index < len(STEPS):
-    c2.page_link("views/lesson.py", label="Next step", icon=":material/arrow_forward:", query_params={"step": str(index + 1)})
+    c2.button("Next step", icon=":material/arrow_forward:", key=P + "next", on_click=go_to, args=(index + 1,))
+c3.caption("Each step is a link: share this page's address to open the class at this step.")
 with st.expander("For the teacher: prepare every step's runs now"):
     st.caption("So that no step waits in class. Runs the lab already has (the quick demo's, earlier lessons') are reused. "
                "The same as `python -m jobs lesson --prepare`.")

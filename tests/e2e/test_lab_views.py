@@ -200,7 +200,7 @@ def test_lesson_step_without_runs_launches_them_and_the_chart_grows(lab, client,
     names = page.evaluate("() => document.querySelector('.js-plotly-plot').data.filter(t => t.showlegend !== false).map(t => t.name)")
     assert names == ["CCE (n=2)", "MAE (n=2)"], names
     # The next step is a link of its own.
-    page.get_by_role("link", name="Next step").click()
+    page.get_by_role("button", name="Next step").click()
     page.get_by_role("heading", name="Step 3 of 5: Lq sits between them, set by q").wait_for()
     assert "step=3" in page.url
 
