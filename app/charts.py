@@ -481,7 +481,9 @@ def measured_loss_sum(
         x=x, y=list(values), mode="lines+markers", marker={"size": 4},
         line={"color": loss_color(loss), "width": 2.5}, name="measured (test mean)",
     ))
-    return _layout(fig, "This run's loss sum inside its band", "epoch", "sum over j of L(f(x), e_j)", "theory-run")
+    _layout(fig, "This run's loss sum inside its band", "epoch", "sum over j of L(f(x), e_j)", "theory-run")
+    epoch_axis(fig, max(x) if x else 1)
+    return fig
 
 
 # --- noise insight ---------------------------------------------------------------------------
@@ -515,4 +517,6 @@ def lines_figure(
                 x=rows["epoch"], y=rows[metric] * metric_scale(metric), mode="lines+markers",
                 marker={"size": 4}, name=metric_title(metric), line={"color": color_for(i)},
             ))
-    return _layout(fig, title, "epoch", y_title, revision)
+    _layout(fig, title, "epoch", y_title, revision)
+    epoch_axis(fig, rows["epoch"].max() if len(rows) else 1)
+    return fig
