@@ -208,7 +208,17 @@ def describe(specs: Sequence[RunSpec]) -> str:
         parts.append(f"{kinds[0]} {rates[0]:g}-{rates[-1]:g}")
     else:
         parts.append(f"{len(noises)} noise settings")
-    losses = list(dict.fromkeys(_loss_label(s) for s in sorted(specs, key=lambda s: (LOSS_NAMES.index(s.loss), s.q, s.k))))
+    by_loss: dict[str, list[RunSpec]] = {}
+    for s in sorted(specs, key=lambda s: (LOSS_NAMES.index(s.loss), s.q, s.k)):
+        by_loss.setdefault(s.loss, []).append(s)
+    losses = []
+    for of_loss in by_loss.values():
+        labels = list(dict.fromkeys(_loss_label(s) for s in of_loss))
+        others = {tuple((n, v) for n, v in s.loss_params().items() if n != "q") for s in of_loss}
+        if len(labels) > 1 and len(others) == 1:
+            qs = sorted({s.q for s in of_loss})  # one loss swept over q: 'Lq q=0.2-0.8'
+            labels = [_loss_label(of_loss[0]).replace(f"q={of_loss[0].q:g}", f"q={qs[0]:g}-{qs[-1]:g}")]
+        losses += labels
     parts.append(", ".join(losses) if len(losses) <= 4 else f"{len(losses)} losses")
     seeds = sorted({s.seed for s in specs})
     parts.append(f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds")

@@ -180,6 +180,8 @@ def test_sweep_bound_applies_to_uniform_noise_only():
 def test_describe_names_a_group_by_its_configuration():
     specs = list(_grid(loss=["cce", "lq"], rate=[0.2, 0.4]).values())
     assert cl.describe(specs) == "digits · mlp · 5 epochs · uniform 0.2-0.4 · CCE, Lq q=0.7 · 2 seeds"
+    swept = list(_grid(loss=["cce", "lq"], q=[0.2, 0.5, 0.8]).values())
+    assert cl.describe(swept) == "digits · mlp · 5 epochs · uniform 0.4 · CCE, Lq q=0.2-0.8 · 2 seeds"
     assert cl.group_title("group-20250101-120000-ab12", specs).endswith("— group-20250101-120000-ab12")
 
 

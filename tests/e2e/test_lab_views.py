@@ -213,7 +213,7 @@ def test_a_sweep_submitted_through_the_client_gets_its_summary_chart(lab, client
     wait_until("the sweep to finish", lambda: all(client.get(i).status == RunStatus.COMPLETED for i in ids), 300)
     open_page(page, f"{lab.url}/sweep?group={group.replace(' ', '+')}", "Sweep")
     assert_charts_titled(page, 1)
-    traces = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => [t.name || '', (t.x || []).length, !!(t.error_y && t.error_y.visible), t.yaxis || 'y'])")
+    traces = page.evaluate("() => document.querySelector('.js-plotly-plot')._fullData.map(t => [t.name || '', (t.x || []).length, !!(t.error_y && t.error_y.visible), t.yaxis || 'y'])")
     lq = next(t for t in traces if t[0].startswith("Lq"))
     assert lq == ["Lq (n=2)", 3, True, "y"], traces
     assert any(t[0].startswith("CCE (n=2, no q)") for t in traces) and any(t[0].startswith("MAE (n=2, no q)") for t in traces)
