@@ -185,6 +185,9 @@ def test_compare_filters_by_spec_fields_and_says_how_many_it_shows(client):
     assert at.multiselect(key="compare_f_loss").value == ["cce", "mae"]
     assert any(c.value.startswith("Showing 2 of 3 runs") for c in at.caption)
     assert len(at.multiselect(key="compare_selected").options) == 3  # the default selection stays pickable
+    assert any(c.value.startswith("1 of the 3 picked runs are hidden by the filters") for c in at.caption)
+    legend = [t["name"] for t in chart_specs(at)[0]["data"] if t.get("showlegend") is not False]
+    assert legend == ["CCE (n=1)", "MAE (n=1)"]  # the chart compares what the filters show
     at.multiselect(key="compare_f_loss").set_value(["lq"]).run()
     assert any(c.value.startswith("Showing 1 of 3 runs") for c in at.caption)
     assert at.query_params["f.loss"] in ("lq", ["lq"])

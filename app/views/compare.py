@@ -107,6 +107,10 @@ chosen_now = set(st.session_state.get(P + "selected", []))
 kept_ids = {r.id for r in records}
 ids = ui.pick_runs("Runs", P + "selected", [r for r in all_records if r.id in chosen_now or r.id in kept_ids],
                    help="The filters above narrow this list; runs already picked stay.")
+hidden = [i for i in ids if i not in kept_ids]
+if hidden:  # the filters narrow what is compared too; the picks stay for when they are lifted
+    st.caption(f"{len(hidden)} of the {len(ids)} picked runs are hidden by the filters; comparing {len(ids) - len(hidden)}.")
+    ids = [i for i in ids if i in kept_ids]
 c1, c2, c3, c4 = st.columns([3, 2, 2, 1], vertical_alignment="bottom")
 metric = c1.selectbox("Metric", METRICS, key=P + "metric", format_func=charts.metric_title)
 by = c2.selectbox("Group by", list(cl.GROUP_BY), key=P + "by", format_func=cl.GROUP_BY.get,
@@ -136,7 +140,7 @@ else:
             st.json(cl.shared_config(specs))
 
 ui.write_url("compare", {
-    "runs": ",".join(ids) if st.session_state[P + "group"] == PICK else None,
+    "runs": ",".join(st.session_state[P + "selected"]) if st.session_state[P + "group"] == PICK else None,
     "group": None if st.session_state[P + "group"] == PICK else st.session_state[P + "group"],
     "metric": None if metric == "test_acc" else metric,
     "by": None if by == "config" else by,

@@ -189,6 +189,7 @@ def test_lesson_step_without_runs_launches_them_and_the_chart_grows(lab, client,
     page.get_by_text("Right:").wait_for()
     page.get_by_text("it launched 4 small runs").wait_for()
     assert len(client.list_runs(group=step.group)) == 4
+    page.locator(".js-plotly-plot").first.wait_for()
     wait_until("the first points", lambda: sum(plot_points(page)) > 0, 120)
     first = sum(plot_points(page))
     wait_until("the chart to grow while the runs train", lambda: sum(plot_points(page)) > first, 120)
@@ -212,6 +213,7 @@ def test_a_sweep_submitted_through_the_client_gets_its_summary_chart(lab, client
     group, ids = client.submit_group(specs, group="e2e q sweep")
     wait_until("the sweep to finish", lambda: all(client.get(i).status == RunStatus.COMPLETED for i in ids), 300)
     open_page(page, f"{lab.url}/sweep?group={group.replace(' ', '+')}", "Sweep")
+    page.locator(".js-plotly-plot").first.wait_for()  # the fragment draws it after the page's run
     assert_charts_titled(page, 1)
     traces = page.evaluate("() => document.querySelector('.js-plotly-plot')._fullData.map(t => [t.name || '', (t.x || []).length, !!(t.error_y && t.error_y.visible), t.yaxis || 'y'])")
     lq = next(t for t in traces if t[0].startswith("Lq"))
@@ -238,10 +240,11 @@ def test_filters_say_how_many_runs_they_show(lab, client, page):
 
 
 def test_compare_keeps_its_zoom_while_runs_train(lab, client, page):
-    base = from_preset("quick", "digits", noise="uniform", noise_rate=0.4, epochs=120)
+    base = from_preset("quick", "digits", noise="uniform", noise_rate=0.4, epochs=1000)  # still training when the test ends
     _, ids = client.submit_group([base.with_loss(loss) for loss in ("cce", "lq")], group="e2e zoom")
     wait_until("a few epochs", lambda: min(client.get(i).epochs_done for i in ids) >= 3, 120)
     open_page(page, f"{lab.url}/compare?runs={','.join(ids)}", "Compare runs")
+    page.locator(".js-plotly-plot").first.wait_for()
     wait_until("the chart", lambda: sum(plot_points(page)) > 0, 60)
     box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.3)
@@ -269,9 +272,9 @@ def test_pages_render_with_500_runs_in_the_store(browser, tmp_path):
     base = from_preset("quick", "digits", noise="uniform", epochs=10)
     specs = [base.with_loss(loss, q=q, noise_rate=rate, seed=seed) for loss in ("cce", "mae", "lq", "truncated_lq")
              for q in (0.3, 0.7) for rate in (0.2, 0.4) for seed in range(32)][:500]
-    for start in range(0, len(specs), 100):
+    for start in range(0, len(specs), 100):  # 100 at a time: the store's limit of queued runs per owner is 200
         big.submit_group(specs[start:start + 100], group=f"batch {start // 100}")
-    train_queued(big)
+        train_queued(big)
     assert big.count_runs() == 500
     server = Server(home, "views-500", worker=False)
     context = browser.new_context(viewport=VIEWPORT)
