@@ -135,7 +135,7 @@ class Traffic:
 def page_and_traffic(browser):
     context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     page = context.new_page()
-    page.set_default_timeout(120_000)  # the first render of a cold server on a loaded machine
+    page.set_default_timeout(240_000)  # the first render of a cold server on a loaded machine (8 users, 2 cores)
     traffic = Traffic(page)
     yield page, traffic
     context.close()
