@@ -214,7 +214,7 @@ def test_compare_groups_seeds_into_bands_with_a_results_table(client):
     assert sorted(at.multiselect(key="compare_selected").value) == sorted(ids)
     fig = chart_specs(at)[0]
     assert_titled(fig)
-    assert "mean ± std" in fig["layout"]["yaxis"]["title"]["text"]
+    assert "mean ± std" in fig["layout"]["title"]["text"]
     names = [t.get("name") for t in fig["data"] if t.get("showlegend") is not False]
     assert names == ["CCE (n=2)", "MAE (n=2)", "Lq q=0.7 (n=2)"]
     summary = at.dataframe[0].value.set_index("group")
