@@ -11,6 +11,7 @@ the data change but keeps a brush.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
 
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 
 from gce_core.bounds import loss_bounds, lq_sum_bounds, mae_sum, truncated_lq_sum_bounds
 from gce_core.losses import get_loss
@@ -40,14 +42,46 @@ METRICS: dict[str, tuple[str, bool]] = {
     "lr": ("learning rate", False),
     "seconds": ("seconds per epoch", False),
 }
-LOSS_COLORS = {"cce": "#d62728", "mae": "#7f7f7f", "lq": "#1f77b4", "truncated_lq": "#2ca02c"}
-OTHER_LOSS_COLOR = "#9467bd"  # the registry's other losses (runs from the CLI or a spec)
+# One colour per loss of the registry, the same on every page and chart (CCE red, MAE grey, Lq
+# blue, truncated Lq green); several lines of one loss take ordered shades of its colour.
+LOSS_COLORS = {
+    "cce": "#d62728", "mae": "#7f7f7f", "lq": "#1f77b4", "truncated_lq": "#2ca02c", "sce": "#ff7f0e",
+    "nce_rce": "#9467bd", "nce_mae": "#8c564b", "agce": "#e377c2", "aul": "#17becf",
+    "bootstrap_soft": "#bcbd22", "bootstrap_hard": "#5b3a8c",
+}
+OTHER_LOSS_COLOR = "#9467bd"  # a loss the registry gained after this table was written
 
 
 def loss_color(loss: str) -> str:
+    """The colour of ``loss`` (a registry name) wherever it is drawn."""
     return LOSS_COLORS.get(loss, OTHER_LOSS_COLOR)
+
+
+def ordered_shades(hex_color: str, n: int) -> list[str]:
+    """``n`` shades of ``hex_color`` from light to full, for lines ordered by a value (a sweep
+    over q or the noise rate): the order reads at a glance and the loss keeps its hue."""
+    if n <= 1:
+        return [hex_color] * n
+    return [_mix(hex_color, 0.65 * (1 - i / (n - 1))) for i in range(n)]
+
+
+def group_colors(losses: Mapping[str, str], order: Mapping[str, float] | None = None) -> dict[str, str]:
+    """Group -> colour: each group in its loss's colour (``losses``: group -> loss name); groups
+    sharing a loss get ordered shades of it, sorted by ``order`` (group -> value; else first seen)."""
+    by_loss: dict[str, list[str]] = {}
+    for group, loss in losses.items():
+        by_loss.setdefault(loss, []).append(group)
+    out = {}
+    for loss, groups in by_loss.items():
+        if order:
+            groups = sorted(groups, key=lambda g: (order.get(g) is None, order.get(g) or 0.0))
+        for group, color in zip(groups, ordered_shades(loss_color(loss), len(groups)), strict=True):
+            out[group] = color
+    return out
+
+
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
-           "#17becf", "#bcbd22", "#7f7f7f")
+           "#17becf", "#bcbd22", "#7f7f7f")  # for lines that are not losses (metrics of one run)
 PNG_CONFIG = {"toImageButtonOptions": {"format": "png", "scale": 2}, "displaylogo": False}
 
 
@@ -81,6 +115,20 @@ def _layout(fig: go.Figure, title: str, x: str, y: str, revision: str, **extra) 
 
 def color_for(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
+
+
+def _mix(hex_color: str, white: float) -> str:
+    """``hex_color`` mixed with ``white`` (0 to 1) of white, as #rrggbb."""
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return "#" + "".join(f"{round(c + (255 - c) * white):02x}" for c in (r, g, b))
+
+
+def epoch_axis(fig: go.Figure, last_epoch: float, **where) -> None:
+    """Integer epoch ticks (1, 2, 5, 10, ... apart, at most about 10 of them): a run of 3 epochs
+    shows 1, 2, 3, never 2.5."""
+    last = max(1.0, float(last_epoch or 1))
+    step = next(d for d in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000) if last / d <= 10)
+    fig.update_xaxes(tickmode="linear", tick0=0 if step > 1 else 1, dtick=step, tickformat="d", **where)
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -119,9 +167,7 @@ LIVE_DATASET = "curves"
 
 def shade(hex_color: str, step: int) -> str:
     """``hex_color`` lightened towards white by 30% per step (step 0: unchanged), as #rrggbb."""
-    mix = min(0.3 * step, 0.75)
-    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
-    return "#" + "".join(f"{round(c + (255 - c) * mix):02x}" for c in (r, g, b))
+    return _mix(hex_color, min(0.3 * step, 0.75))
 
 
 def live_curves(
@@ -172,45 +218,144 @@ def live_curves(
     return spec
 
 
+def _n_label(ns: Sequence[int]) -> str:
+    lo, hi = min(ns), max(ns)
+    return f"n={lo}" if lo == hi else f"n={lo}–{hi}"
+
+
 def band_figure(
     bands: pd.DataFrame,
     metric: str,
     *,
     raw: pd.DataFrame | None = None,
     title: str = "",
+    subtitle: str = "",
     revision: str = "compare",
     colors: Mapping[str, str] | None = None,
 ) -> go.Figure:
-    """Mean line and mean ± std band per group. ``bands`` has group, epoch, mean, std, n (see
-    compare_logic.aggregate); ``raw`` (optional) has group, run_id, epoch, value for thin
-    per-run lines under each band. ``colors`` maps a group to a colour (else the palette)."""
-    fig = go.Figure()
+    """Mean line and mean ± std band per group, the legend naming each group with its number of
+    runs (n). ``bands`` has group, epoch, mean, std, n (see compare_logic.aggregate) and maybe
+    panel: several panels make small multiples side by side (shared axes), one group keeping one
+    colour and one legend entry across them. ``raw`` (optional) has group, run_id, epoch, value
+    (and panel) for thin per-run lines under each band. ``colors`` maps a group to a colour
+    (else the palette). ``subtitle`` names what the chart shows (data, noise, epochs) so that a
+    saved PNG says it too."""
+    panels = list(dict.fromkeys(bands["panel"])) if "panel" in bands and bands["panel"].nunique() > 1 else [None]
+    cols = min(len(panels), 3)
+    rows_n = math.ceil(len(panels) / cols)
+    if panels == [None]:
+        fig = go.Figure()
+    else:
+        fig = make_subplots(rows=rows_n, cols=cols, shared_yaxes=True, shared_xaxes=True,
+                            subplot_titles=[str(p) for p in panels], horizontal_spacing=0.04, vertical_spacing=0.12)
     scale = metric_scale(metric)
-    for i, (group, rows) in enumerate(bands.groupby("group", sort=False)):
-        color = (colors or {}).get(group) or color_for(i)
-        rows = rows.sort_values("epoch")
-        std = rows["std"].fillna(0.0)
-        if (rows["n"] > 1).any():
-            fig.add_trace(go.Scatter(
-                x=pd.concat([rows["epoch"], rows["epoch"][::-1]]),
-                y=pd.concat([(rows["mean"] + std) * scale, (rows["mean"] - std)[::-1] * scale]),
-                fill="toself", fillcolor=_rgba(color, 0.18), line={"width": 0},
-                hoverinfo="skip", showlegend=False, legendgroup=str(group),
-            ))
-        if raw is not None:
-            for run_id, run in raw[raw["group"] == group].groupby("run_id"):
+    order = list(dict.fromkeys(bands["group"])) if not bands.empty else []
+    ns: dict[str, list[int]] = {}
+    for group, rows in bands.groupby(["group", "panel"] if "panel" in bands else "group", sort=False):
+        ns.setdefault(group[0] if isinstance(group, tuple) else group, []).append(int(rows["n"].max()))
+    shown: set[str] = set()
+    for p_i, panel in enumerate(panels):
+        where = {} if panel is None else {"row": p_i // cols + 1, "col": p_i % cols + 1}
+        part = bands if panel is None else bands[bands["panel"] == panel]
+        raw_part = raw if raw is None or panel is None else raw[raw["panel"] == panel]
+        for group, rows in part.groupby("group", sort=False):
+            color = (colors or {}).get(group) or color_for(order.index(group))
+            rows = rows.sort_values("epoch")
+            std = rows["std"].fillna(0.0)
+            if (rows["n"] > 1).any():
                 fig.add_trace(go.Scatter(
-                    x=run["epoch"], y=run["value"] * scale, mode="lines",
-                    line={"color": _rgba(color, 0.35), "width": 1}, legendgroup=str(group),
-                    showlegend=False, name=f"{group} run {run_id}", hoverinfo="skip",
+                    x=pd.concat([rows["epoch"], rows["epoch"][::-1]]),
+                    y=pd.concat([(rows["mean"] + std) * scale, (rows["mean"] - std)[::-1] * scale]),
+                    mode="lines", fill="toself", fillcolor=_rgba(color, 0.18), line={"width": 0},
+                    hoverinfo="skip", showlegend=False, legendgroup=str(group),
+                ), **where)
+            if raw_part is not None:
+                for run_id, run in raw_part[raw_part["group"] == group].groupby("run_id"):
+                    fig.add_trace(go.Scatter(
+                        x=run["epoch"], y=run["value"] * scale, mode="lines",
+                        line={"color": _rgba(color, 0.35), "width": 1}, legendgroup=str(group),
+                        showlegend=False, name=f"{group} run {run_id}", hoverinfo="skip",
+                    ), **where)
+            first = group not in shown
+            shown.add(group)
+            fig.add_trace(go.Scatter(
+                x=rows["epoch"], y=rows["mean"] * scale, mode="lines", line={"color": color, "width": 2.5},
+                name=f"{group} ({_n_label(ns[group])})", legendgroup=str(group), showlegend=first,
+                customdata=rows["n"], hovertemplate="%{y:.4g} (n=%{customdata})",
+            ), **where)
+    pooled = (bands["n"] > 1).any() if not bands.empty else False
+    y = metric_title(metric)
+    head = (title or metric_title(metric).split(" (")[0]) + (": mean ± std over runs" if pooled else "")
+    if subtitle:
+        head += f"<br><sup>{html.escape(subtitle)}</sup>"
+    _layout(fig, head, "epoch", y, revision)
+    if panels != [None]:  # titles on the outer axes only
+        fig.update_xaxes(title_text="")
+        fig.update_yaxes(title_text="")
+        for c in range(1, cols + 1):
+            fig.update_xaxes(title_text="epoch", row=rows_n, col=c)
+        fig.update_yaxes(title_text=y, row=1, col=1)
+    last = float(bands["epoch"].max()) if not bands.empty else 1.0
+    epoch_axis(fig, last)
+    legend_rows = math.ceil(len(order) / 3)
+    fig.update_layout(height=140 + 340 * rows_n + 24 * legend_rows, margin={"l": 60, "r": 20, "t": 80, "b": 40})
+    return fig
+
+
+SWEEP_AXES = {"q": "q (exponent of Lq)", "noise_rate": "noise rate η", "k": "k (truncation threshold)"}
+
+
+def sweep_figure(
+    table: pd.DataFrame, param: str, metric: str, *, colors: Mapping[str, str], title: str = "",
+    subtitle: str = "", bound: pd.DataFrame | None = None, bound_title: str = "",
+) -> go.Figure:
+    """A summary metric against the swept ``param`` (one of SWEEP_AXES): one line per loss with
+    mean ± std error bars, each point's number of runs in its hover and the legend. ``table``:
+    line, x, mean, std, n (metric in percent; see compare_logic.sweep_table); a line whose x is
+    NaN (a loss that does not take ``param``, like CCE in a q sweep) is drawn flat, dashed, with
+    its ± std band. ``bound`` (optional: x, value, line) is drawn on a right-hand axis titled
+    ``bound_title``."""
+    fig = go.Figure()
+    xs = table["x"].dropna()
+    x_range = (float(xs.min()), float(xs.max())) if not xs.empty else (0.0, 1.0)
+    for line, rows in table.groupby("line", sort=False):
+        color = colors.get(line, OTHER_LOSS_COLOR)
+        ns = [int(n) for n in rows["n"]]
+        if rows["x"].isna().all():
+            r = rows.iloc[0]
+            std = 0.0 if math.isnan(r["std"]) else float(r["std"])
+            if std:
+                fig.add_trace(go.Scatter(
+                    x=[*x_range, *x_range[::-1]], y=[r["mean"] + std] * 2 + [r["mean"] - std] * 2, mode="lines",
+                    fill="toself", fillcolor=_rgba(color, 0.12), line={"width": 0}, hoverinfo="skip",
+                    showlegend=False, legendgroup=str(line),
                 ))
-        n = int(rows["n"].max())
+            fig.add_trace(go.Scatter(
+                x=list(x_range), y=[r["mean"]] * 2, mode="lines", line={"color": color, "dash": "dash", "width": 2},
+                name=f"{line} (n={ns[0]}, no {param})", legendgroup=str(line),
+                hovertemplate=f"{line}: %{{y:.2f}} (n={ns[0]})<extra></extra>",
+            ))
+            continue
+        rows = rows.sort_values("x")
         fig.add_trace(go.Scatter(
-            x=rows["epoch"], y=rows["mean"] * scale, mode="lines", line={"color": color, "width": 2.5},
-            name=f"{group} (n={n})" if n > 1 else str(group), legendgroup=str(group),
+            x=rows["x"], y=rows["mean"], mode="lines+markers", marker={"size": 8}, line={"color": color, "width": 2.5},
+            error_y={"type": "data", "array": rows["std"].fillna(0.0), "visible": True, "thickness": 1.5, "width": 5},
+            name=f"{line} ({_n_label(ns)})", legendgroup=str(line), customdata=np.stack([rows["std"], rows["n"]], axis=-1),
+            hovertemplate=f"{line}, {param}=%{{x:g}}: %{{y:.2f}} ± %{{customdata[0]:.2f}} (n=%{{customdata[1]}})<extra></extra>",
         ))
-    y = metric_title(metric) + (" — mean ± std over seeds" if (bands["n"] > 1).any() else "")
-    return _layout(fig, title or metric_title(metric).split(" (")[0], "epoch", y, revision)
+    if bound is not None and not bound.empty:
+        for line, rows in bound.groupby("line", sort=False):
+            fig.add_trace(go.Scatter(
+                x=rows["x"], y=rows["value"], mode="lines", yaxis="y2", name=str(line),
+                line={"color": "#444", "dash": "dot", "width": 1.5},
+            ))
+        fig.update_layout(yaxis2={"title": {"text": bound_title}, "overlaying": "y", "side": "right", "rangemode": "tozero", "showgrid": False})
+    head = title or f"{metric_title(metric).split(' (')[0]} against {param}"
+    if subtitle:
+        head += f"<br><sup>{html.escape(subtitle)}</sup>"
+    _layout(fig, head, SWEEP_AXES.get(param, param), metric_title(metric) + " — mean ± std over seeds", f"sweep-{param}-{metric}")
+    fig.update_layout(hovermode="closest", height=520, margin={"l": 60, "r": 60, "t": 80, "b": 40})
+    return fig
 
 
 # --- theory ----------------------------------------------------------------------------------
@@ -336,7 +481,9 @@ def measured_loss_sum(
         x=x, y=list(values), mode="lines+markers", marker={"size": 4},
         line={"color": loss_color(loss), "width": 2.5}, name="measured (test mean)",
     ))
-    return _layout(fig, "This run's loss sum inside its band", "epoch", "sum over j of L(f(x), e_j)", "theory-run")
+    _layout(fig, "This run's loss sum inside its band", "epoch", "sum over j of L(f(x), e_j)", "theory-run")
+    epoch_axis(fig, max(x) if x else 1)
+    return fig
 
 
 # --- noise insight ---------------------------------------------------------------------------
@@ -370,4 +517,6 @@ def lines_figure(
                 x=rows["epoch"], y=rows[metric] * metric_scale(metric), mode="lines+markers",
                 marker={"size": 4}, name=metric_title(metric), line={"color": color_for(i)},
             ))
-    return _layout(fig, title, "epoch", y_title, revision)
+    _layout(fig, title, "epoch", y_title, revision)
+    epoch_axis(fig, rows["epoch"].max() if len(rows) else 1)
+    return fig

@@ -20,7 +20,9 @@ from app import auth, guard, ui  # noqa: E402
 from app.settings import public_hosts  # noqa: E402
 from app.url_state import get_bool  # noqa: E402
 
-st.set_page_config(page_title="GCE Lab", page_icon=":material/science:", layout="wide")
+# A local file: a Material icon as the page icon makes the browser fetch it from fonts.gstatic.com.
+FAVICON = str(pathlib.Path(__file__).resolve().parent / "assets" / "favicon.png")
+st.set_page_config(page_title="GCE Lab", page_icon=FAVICON, layout="wide")
 
 
 def bind_guard(password: str | None) -> None:
@@ -78,10 +80,13 @@ if "main_teaching_seeded" not in st.session_state:
     st.session_state["main_teaching_seeded"] = True
     st.session_state[ui.TEACH_KEY] = get_bool(st.query_params, "teach") or cfg.teaching
 
+teaching_first = ui.teaching()  # in teaching mode the guided lesson is the first screen
 pages = [
-    st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),
+    st.Page("views/lesson.py", title="Lesson", icon=":material/school:", default=teaching_first),
+    st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:", default=not teaching_first),
     st.Page("views/runs.py", title="Runs", icon=":material/monitoring:"),
     st.Page("views/compare.py", title="Compare", icon=":material/stacked_line_chart:"),
+    st.Page("views/sweep.py", title="Sweep", icon=":material/show_chart:"),
     st.Page("views/paper_table.py", title="Paper table", icon=":material/table_chart:"),
     st.Page("views/theory.py", title="Theory", icon=":material/functions:"),
     st.Page("views/insight.py", title="Noise insight", icon=":material/insights:"),

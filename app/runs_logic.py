@@ -8,6 +8,7 @@ text, never as HTML or Markdown.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -48,9 +49,14 @@ def _when(value: datetime | float | str | None) -> str:
     return str(value)
 
 
+def run_text(spec) -> str:
+    """'my name · lq q=0.7 | uniform 0.4 | seed 0': a name never hides the loss, q or seed."""
+    return f"{spec.name} · {spec.label()}" if spec.name else spec.label()
+
+
 def run_label(record) -> str:
-    """'my name (#a1b2c3)' when the run has a name, else 'lq q=0.7 | uniform 0.4 | seed 0 (#a1b2c3)'."""
-    return f"{record.spec.name or record.spec.label()} (#{record.id[:6]})"
+    """'lq q=0.7 | uniform 0.4 | seed 0 (#a1b2c3)', the name (if any) first."""
+    return f"{run_text(record.spec)} (#{record.id[:6]})"
 
 
 def run_colors(records: Sequence, labels: dict[str, str]) -> dict[str, str]:
@@ -83,7 +89,7 @@ def runs_table(records: Sequence, selected: Iterable[str] = ()) -> pd.DataFrame:
         rows.append({
             "selected": r.id in chosen,
             "id": r.id,
-            "run": r.spec.name or r.spec.label(),
+            "run": run_text(r.spec),
             "status": STATUS_ICONS[status],
             "progress": float(r.progress or 0.0),
             "epochs": f"{r.epochs_done}/{r.spec.epochs}",
@@ -120,3 +126,42 @@ def parse_tags(text: str) -> list[str]:
     duplicates dropped)."""
     tags = [t.strip()[:40] for t in text.split(",")]
     return list(dict.fromkeys(t for t in tags if t))
+
+
+# --- why a run failed ---------------------------------------------------------------------------
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|NotFound\w*)): ?(.*)$")
+_ADVICE = (  # (pattern in the error text, what to do); the first that matches wins
+    (re.compile(r"DatasetNotFound|No such file|FileNotFoundError|not found in", re.I),
+     "The data set's files are not in the data folder. Put them there (see docs/library.md, "
+     "\"Data sets\"), or launch on the embedded digits, then launch again."),
+    (re.compile(r"out of memory|CUDA error: out of memory|OutOfMemoryError", re.I),
+     "The device ran out of memory. Launch again with a smaller batch size, a smaller model or "
+     "fewer runs at once."),
+    (re.compile(r"SIGKILL|signal 9", re.I),
+     "Its process was killed from outside, most often because the machine ran out of memory. "
+     "Launch again with a smaller batch size or fewer runs at once."),
+    (re.compile(r"gave up after", re.I),
+     "It crashed again after each resume. Look at the log below for the cause before launching "
+     "it again."),
+    (re.compile(r"\bnan\b|non-finite|diverg", re.I),
+     "Training diverged. Launch again with a lower learning rate."),
+)
+
+
+def failure_text(error: str | None) -> tuple[str, str]:
+    """A failed run's stored error as (one readable paragraph: what happened and what to do,
+    the details: the traceback or log tail, '' if none)."""
+    text = (error or "").strip()
+    if not text:
+        return "The run failed without a recorded reason. Its log (`python -m jobs logs ID`) may say more.", ""
+    head, _, tail = text.partition("\n")
+    detail = tail.replace("--- last lines of its log ---", "").strip("\n")
+    last = next((m for line in reversed(text.splitlines()) if (m := _EXCEPTION_LINE.match(line.strip()))), None)
+    what = head.rstrip(".")
+    if last:
+        kind, message = last.group(1).rsplit(".", 1)[-1], last.group(2).strip()
+        what = f"{what[:1].upper()}{what[1:]}: {kind}" + (f" ({message})" if message else "")
+    else:
+        what = what[:1].upper() + what[1:]
+    advice = next((a for pattern, a in _ADVICE if pattern.search(text)), "Read the details below; fix the cause and launch the run again.")
+    return f"{what}. {advice}", detail

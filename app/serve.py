@@ -15,6 +15,8 @@ _ROOT = str(pathlib.Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # this file is imported as `serve`, from app/
     sys.path.insert(0, _ROOT)
 
+from app.deep_links import routes  # noqa: E402
 from app.guard import LabGuard  # noqa: E402
 
-app = st.App("main.py", middleware=[Middleware(LabGuard)])
+# routes(): deep links open without two 404s (app/deep_links.py)
+app = st.App("main.py", middleware=[Middleware(LabGuard)], routes=routes())

@@ -81,8 +81,10 @@ def teaching() -> bool:
 
 # --- runs ------------------------------------------------------------------------------------
 def run_label(record) -> str:
-    """'#a1b2c3d4e5f6 · lq q=0.7 | uniform 0.4 | seed 0' (no status: it would go stale)."""
-    return f"#{record.id} · {record.spec.name or record.spec.label()}"
+    """'#a1b2c3d4e5f6 · lq q=0.7 | uniform 0.4 | seed 0 · my name': a name never hides the
+    loss, q or seed (no status: it would go stale)."""
+    name = f" · {record.spec.name}" if record.spec.name else ""
+    return f"#{record.id} · {record.spec.label()}{name}"
 
 
 def pick_runs(
@@ -115,6 +117,66 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$])")
 def md_escape(text: str) -> str:
     """User text made inert for st.markdown and friends: no links, images, HTML or formatting."""
     return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+def filter_runs(prefix: str, records: Sequence, *, exclude: Sequence[str] = (),
+                total: int | None = None) -> tuple[list, dict[str, list]]:
+    """Filters by any spec field, status and tag (those that vary among ``records``), in a row of
+    multiselects; (the records that pass, the choices), with a caption 'showing m of n runs'
+    (n: ``total`` when the list was cut short). Chosen values live in session state under
+    ``prefix + 'f_' + field`` (seed them from the URL with seed_filters)."""
+    from app import compare_logic as cl
+
+    options = cl.filter_options(records)
+    options = {k: v for k, v in options.items() if k not in exclude}
+    with st.expander("Filters: " + ", ".join(_chosen_text(prefix, options) or ["none"]), expanded=bool(_chosen_text(prefix, options))):
+        extra = [k for k in options if k not in cl.FILTER_FIELDS and k not in ("status", "tag")]
+        shown = [k for k in options if k in cl.FILTER_FIELDS or k in ("status", "tag")]
+        more = st.multiselect("More fields", extra, key=prefix + "f_more", placeholder="any other spec field") if extra else []
+        cols = st.columns(4)
+        chosen = {}
+        for i, field in enumerate([*shown, *more]):
+            key = prefix + "f_" + field
+            st.session_state[key] = [v for v in st.session_state.get(key, []) if v in options[field]]
+            chosen[field] = cols[i % 4].multiselect(field.replace("_", " "), options[field], key=key, placeholder="any")
+    kept = cl.apply_filters(records, chosen)
+    n = max(total or 0, len(records))
+    note = "" if n == len(records) else f" (the newest {len(records)} are listed)"
+    st.caption(cl.showing(len(kept), n).capitalize() + note + ".")
+    return kept, {k: v for k, v in chosen.items() if v}
+
+
+def _chosen_text(prefix: str, options: Mapping[str, Sequence]) -> list[str]:
+    out = []
+    for field in options:
+        values = st.session_state.get(prefix + "f_" + field) or []
+        if values:
+            out.append(f"{field} = {', '.join(map(str, values))}")
+    return out
+
+
+def filter_params(prefix: str) -> dict[str, str]:
+    """The filters chosen under ``prefix`` as URL parameters 'f.<field>=v1,v2'."""
+    out = {}
+    for key, values in st.session_state.items():
+        if isinstance(key, str) and key.startswith(prefix + "f_") and key != prefix + "f_more" and values:
+            out["f." + key[len(prefix) + 2:]] = ",".join(map(str, values))
+    return out
+
+
+def seed_filters(prefix: str, params: Mapping[str, Any], records: Sequence) -> None:
+    """Filter choices from URL parameters 'f.<field>=v1,v2' (values matched as the options show
+    them; unknown fields and values dropped)."""
+    from app import compare_logic as cl
+
+    options = cl.filter_options(records)
+    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(prefix + "f_")]:
+        del st.session_state[key]
+    for name, text in params.items():
+        field = name[2:] if name.startswith("f.") else None
+        if field in options:
+            by_text = {str(v): v for v in options[field]}
+            st.session_state[prefix + "f_" + field] = [by_text[t] for t in str(text).split(",") if t in by_text]
 
 
 def empty_state(message: str, page: str, link_label: str) -> None:

@@ -1,4 +1,4 @@
-"""Command line of the job runner: `python -m jobs submit|list|show|logs|cancel|export|worker|grid`.
+"""Command line of the job runner: `python -m jobs submit|list|show|logs|cancel|export|lesson|worker|grid`.
 
 The database is $GCE_LAB_DB_URL (default: the SQLite file in $GCE_LAB_HOME, ~/.gce_lab), or
 --db URL. Bad input gets one line per problem on stderr and exit code 2, never a traceback; a database that
@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gce_core.cli import Parser, UsageError, add_spec_options, error_line, spec_from_args
+from gce_core.lesson import get_step, step_keys, steps
 from gce_core.spec import SpecError
-from jobs import config
+from jobs import config, lesson
 from jobs.client import LabClient, RunNotFound, StoreUnavailable
 from jobs.logs import read_tail
 from jobs.records import RunRecord
@@ -199,6 +200,29 @@ def cmd_export(client: LabClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lesson(client: LabClient, args: argparse.Namespace) -> int:
+    keys = args.steps or list(step_keys())
+    for key in keys:
+        get_step(key)  # an unknown step: one line naming the allowed ones
+    records = lesson.candidates(client)
+    for i, step in enumerate(steps(), 1):
+        if step.key not in keys:
+            continue
+        found = lesson.step_runs(client, step, records)
+        done = sum(r is not None and r.status == RunStatus.COMPLETED for r in found)
+        waiting = sum(r is not None and r.status != RunStatus.COMPLETED for r in found)
+        queued = lesson.prepare(client, step, records=records) if args.prepare else []
+        records = lesson.candidates(client) if queued else records
+        missing = len(found) - done - waiting - len(queued)
+        print(f"step {i} {step.key} ({step.title}): {len(found)} runs, {done} finished, {waiting} on the way"
+              + (f", {len(queued)} queued now" if queued else "") + (f", {missing} missing" if missing else ""))
+    if args.prepare and not client.executor_info()["workers_alive"]:
+        print("no worker is running; start one with `python -m jobs worker` (or `python -m app`)", file=sys.stderr)
+    elif not args.prepare:
+        print("`python -m jobs lesson --prepare` queues the missing runs")
+    return 0
+
+
 def _executor_and_slots(client: LabClient, args: argparse.Namespace):
     """The executor named by --executor ($GCE_LAB_EXECUTOR, default local) and its slots."""
     name = config.executor_name(args.executor)
@@ -275,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="add every run of this group (default: none)")
     p.add_argument("-o", "--out", help="write to this file (default: stdout)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("lesson", help="the guided lesson's runs: which the store has; --prepare queues the missing ones")
+    p.add_argument("steps", nargs="*", help="step keys (default: all): " + ", ".join(step_keys()))
+    p.add_argument("--prepare", action="store_true", help="queue the missing runs, so a class never waits (default: only list)")
+    p.set_defaults(func=cmd_lesson)
 
     p = sub.add_parser("worker", help="run the supervisor: claims queued runs, one per slot")
     p.add_argument("--slots", type=int, default=None,

@@ -31,7 +31,7 @@ def test_bands():
     band, mean = fig.data
     assert band.fill == "toself" and list(band.y) == pytest.approx([70, 80, 60, 50])
     assert mean.name == "g (n=2)"
-    assert "mean ± std" in fig.layout.yaxis.title.text
+    assert "mean ± std" in fig.layout.title.text
 
 
 def test_theory_figures():
@@ -104,3 +104,47 @@ def test_the_loss_zoo_gradient_weights_at_the_papers_defaults():
     assert np.allclose(by_name["MAE"].y, 2 * f, rtol=1e-5)
     assert np.allclose(by_name["AUL"].y, f * (5.5 - f) ** 2, rtol=1e-4)  # f_y (a - f_y)^(p - 1)
     assert fig.layout.yaxis.type == "log"
+
+
+def test_a_loss_has_one_colour_everywhere_and_a_sweep_ordered_shades():
+    from gce_core.losses import LOSS_NAMES
+
+    assert len({charts.loss_color(n) for n in LOSS_NAMES}) == len(LOSS_NAMES)  # every registry loss its own
+    colors = charts.group_colors({"Lq q=0.7": "lq", "CCE": "cce", "Lq q=0.3": "lq"}, {"Lq q=0.7": 70, "Lq q=0.3": 30, "CCE": 70})
+    assert colors["CCE"] == charts.loss_color("cce")
+    assert colors["Lq q=0.7"] == charts.loss_color("lq")  # the largest q in full colour
+    light = int(colors["Lq q=0.3"][1:3], 16)
+    assert light > int(charts.loss_color("lq")[1:3], 16)  # the smaller q lighter, same hue
+
+
+def test_short_runs_get_integer_epoch_ticks_and_bands_without_markers():
+    bands = pd.DataFrame({"group": ["g"] * 3, "epoch": [1, 2, 3], "mean": [0.5, 0.6, 0.7], "std": [0.1] * 3, "n": [2, 2, 1]})
+    fig = charts.band_figure(bands, "test_acc")
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tickformat == "d"
+    assert all(t.mode == "lines" for t in fig.data)  # plotly's default for < 20 points adds markers
+    long = pd.DataFrame({"group": ["g"] * 120, "epoch": range(1, 121), "mean": 0.5, "std": 0.0, "n": 1})
+    assert charts.band_figure(long, "test_acc").layout.xaxis.dtick == 20
+
+
+def test_panels_keep_one_legend_entry_and_colour_per_group_with_n():
+    rows = []
+    for panel, n in (("uniform 0.2", 2), ("uniform 0.4", 3)):
+        for group in ("CCE", "MAE"):
+            rows += [{"panel": panel, "group": group, "epoch": e, "mean": 0.5, "std": 0.1, "n": n} for e in (1, 2)]
+    fig = charts.band_figure(pd.DataFrame(rows), "test_acc", subtitle="digits · <b>x</b>")
+    legend = [t.name for t in fig.data if t.showlegend is not False and t.name]
+    assert legend == ["CCE (n=2–3)", "MAE (n=2–3)"]
+    assert [a.text for a in fig.layout.annotations] == ["uniform 0.2", "uniform 0.4"]
+    assert "&lt;b&gt;x&lt;/b&gt;" in fig.layout.title.text  # the subtitle is text, not markup
+    means = [t for t in fig.data if t.name and t.name.startswith("CCE")]
+    assert len({t.line.color for t in means}) == 1
+
+
+def test_sweep_figure_error_bars_and_flat_reference():
+    table = pd.DataFrame({"line": ["Lq", "Lq", "CCE"], "loss": ["lq", "lq", "cce"], "x": [0.3, 0.7, np.nan],
+                          "mean": [60.0, 70.0, 50.0], "std": [1.0, 2.0, 3.0], "n": [2, 2, 4]})
+    fig = _titled(charts.sweep_figure(table, "q", "test_acc", colors={"Lq": "#1f77b4", "CCE": "#d62728"}))
+    lq = next(t for t in fig.data if t.name and t.name.startswith("Lq"))
+    assert list(lq.error_y.array) == [1.0, 2.0] and lq.name == "Lq (n=2)"
+    cce = next(t for t in fig.data if t.name and t.name.startswith("CCE"))
+    assert list(cce.x) == [0.3, 0.7] and list(cce.y) == [50.0, 50.0] and cce.line.dash == "dash"

@@ -33,8 +33,9 @@ def test_config_groups_pool_seeds_only():
     assert groups == {"r0": "CCE", "r1": "CCE", "r2": "Lq q=0.7", "r3": "Lq q=0.7"}
     by_run = cl.group_labels(_specs(), "run")
     assert len(set(by_run.values())) == 4
-    assert set(cl.group_labels(_specs(), "noise_rate").values()) == {"uniform 0.4"}
-    assert cl.group_labels(_specs(), "q")["r2"] == "q=0.7" and cl.group_labels(_specs(), "q")["r0"] == "CCE"
+    # grouped by noise rate, runs of two losses are not pooled: the loss is named in the label
+    assert set(cl.group_labels(_specs(), "noise_rate").values()) == {"CCE | uniform 0.4", "Lq q=0.7 | uniform 0.4"}
+    assert cl.group_labels(_specs(), "q")["r2"] == "Lq q=0.7" and cl.group_labels(_specs(), "q")["r0"] == "CCE"
     with pytest.raises(ValueError, match="allowed"):
         cl.group_labels(_specs(), "colour")
 
@@ -100,12 +101,10 @@ def test_ordered_reads_cce_mae_lq():
     assert list(cl.ordered(shuffled)) == ["r0", "r1", "r2", "r3"]
 
 
-def test_group_losses_only_for_single_loss_groups():
+def test_every_line_has_one_loss():
     specs = _specs()
     assert cl.group_losses(specs, cl.group_labels(specs, "config")) == {"CCE": "cce", "Lq q=0.7": "lq"}
-    assert cl.group_losses(specs, cl.group_labels(specs, "noise_rate")) == {}  # two losses pooled
-    by_run = cl.group_labels(specs, "run")
-    assert cl.group_losses(specs, by_run) == {}  # two runs per loss: the palette tells them apart
+    assert cl.group_losses(specs, cl.group_labels(specs, "noise_rate")) == {"CCE | uniform 0.4": "cce", "Lq q=0.7 | uniform 0.4": "lq"}
 
 
 def test_the_robust_losses_are_grouped_by_loss_and_parameters():
@@ -116,4 +115,89 @@ def test_the_robust_losses_are_grouped_by_loss_and_parameters():
     assert groups == {"s0": "sce alpha=0.1 beta=1 A=-4", "s1": "sce alpha=0.1 beta=1 A=-4",
                       "b0": "bootstrap_soft beta=0.95", "g0": "agce a=0.6 q=0.6"}  # no stray alpha=..., beta=...
     by_q = cl.group_labels(specs, "q")
-    assert by_q["g0"] == "q=0.6" and by_q["s0"] == "sce alpha=0.1 beta=1 A=-4"  # agce takes q; sce does not
+    # the losses differ, so by q each line still names its loss (never pooled across losses)
+    assert by_q["g0"] == "agce a=0.6 q=0.6" and by_q["s0"] == "sce alpha=0.1 beta=1 A=-4"
+
+
+# --- grouping that does not mislead, sweeps, filters -------------------------------------------
+def _grid(**axes) -> dict:
+    base = from_preset("quick", "digits", noise="uniform", noise_rate=0.4, epochs=5)
+    specs, i = {}, 0
+    for loss in axes.get("loss", ["lq"]):
+        for q in axes.get("q", [0.7]):
+            for rate in axes.get("rate", [0.4]):
+                for epochs in axes.get("epochs", [5]):
+                    for seed in axes.get("seed", [0, 1]):
+                        specs[f"r{i}"] = base.with_loss(loss, q=q, noise_rate=rate, epochs=epochs, seed=seed)
+                        i += 1
+    return specs
+
+
+def test_grouping_by_q_pools_only_seeds_and_names_what_else_differs():
+    specs = _grid(q=[0.3, 0.7], epochs=[5, 10])
+    layout = cl.grouping(specs, "q")
+    assert set(layout.groups.values()) == {"q=0.3 | epochs=5", "q=0.3 | epochs=10", "q=0.7 | epochs=5", "q=0.7 | epochs=10"}
+    assert layout.kept_apart == ("epochs",) and layout.panel_field == ""
+    assert "also differ in epochs" in layout.note("q")
+    assert cl.grouping(_grid(q=[0.3, 0.7]), "q").note("q") == ""  # only q and seed differ: nothing to say
+
+
+def test_different_noise_rates_become_panels():
+    specs = _grid(loss=["cce", "lq"], rate=[0.2, 0.4])
+    layout = cl.grouping(specs, "loss")
+    assert set(layout.panels.values()) == {"uniform 0.2", "uniform 0.4"}
+    assert set(layout.groups.values()) == {"CCE", "Lq q=0.7"}
+    assert "one panel per noise setting" in layout.note("loss")
+    by_rate = cl.grouping(specs, "noise_rate")  # grouped by the rate itself: one panel, rate in the label
+    assert set(by_rate.panels.values()) == {""}
+    assert "CCE | uniform 0.2" in by_rate.groups.values()
+
+
+def test_sweep_table_means_over_seeds_per_q_and_flat_lines_for_losses_without_q():
+    specs = _grid(loss=["cce", "lq"], q=[0.3, 0.7])
+    assert cl.swept_params(specs) == ["q"]  # CCE's unused q does not count
+    summaries = {i: {"test_acc_at_best_val": 0.5 + s.q / 10 + s.seed / 100, "last_test_acc": 0.5} for i, s in specs.items()}
+    table = cl.sweep_table(specs, summaries, "q", "test_acc_at_best_val")
+    lq = table[table["loss"] == "lq"].sort_values("x")
+    assert list(lq["x"]) == [0.3, 0.7] and list(lq["n"]) == [2, 2]
+    assert lq["mean"].round(3).tolist() == [53.5, 57.5]
+    assert lq["std"].round(4).tolist() == [0.7071, 0.7071]
+    cce = table[table["loss"] == "cce"]
+    assert len(cce) == 1 and np.isnan(cce["x"].iloc[0]) and cce["n"].iloc[0] == 4  # two q values x two seeds, pooled: CCE ignores q
+    with pytest.raises(ValueError, match="allowed: q, noise_rate, k"):
+        cl.sweep_table(specs, summaries, "lr", "last_test_acc")
+
+
+def test_sweep_bound_applies_to_uniform_noise_only():
+    specs = _grid(q=[0.3, 0.7])
+    bound, title = cl.sweep_bound(specs, "q", [0.3, 0.7])
+    assert "excess-risk" in title and bound["value"].is_monotonic_decreasing
+    clean = {i: s.model_copy(update={"noise": "none", "noise_rate": 0.0}) for i, s in specs.items()}
+    empty, why = cl.sweep_bound(clean, "q", [0.3, 0.7])
+    assert empty.empty and "uniform noise only" in why
+
+
+def test_describe_names_a_group_by_its_configuration():
+    specs = list(_grid(loss=["cce", "lq"], rate=[0.2, 0.4]).values())
+    assert cl.describe(specs) == "digits · mlp · 5 epochs · uniform 0.2-0.4 · CCE, Lq q=0.7 · 2 seeds"
+    swept = list(_grid(loss=["cce", "lq"], q=[0.2, 0.5, 0.8]).values())
+    assert cl.describe(swept) == "digits · mlp · 5 epochs · uniform 0.4 · CCE, Lq q=0.2-0.8 · 2 seeds"
+    assert cl.group_title("group-20250101-120000-ab12", specs).endswith("— group-20250101-120000-ab12")
+
+
+class _Rec:
+    def __init__(self, spec, status="completed", tags=()):
+        self.spec, self.status, self.tags = spec, status, tags
+
+
+def test_filters_by_spec_field_status_and_tag():
+    specs = _grid(loss=["cce", "lq"], rate=[0.2, 0.4])
+    records = [_Rec(s, "failed" if s.seed else "completed", ("paper",) if s.loss == "cce" else ()) for s in specs.values()]
+    options = cl.filter_options(records)
+    assert options["loss"] == ["cce", "lq"] and options["noise_rate"] == [0.2, 0.4]
+    assert options["status"] == ["completed", "failed"] and options["tag"] == ["paper"]
+    assert "dataset" not in options  # one value: nothing to filter
+    kept = cl.apply_filters(records, {"loss": ["lq"], "noise_rate": [0.4], "status": []})
+    assert [(r.spec.loss, r.spec.noise_rate) for r in kept] == [("lq", 0.4), ("lq", 0.4)]
+    assert len(cl.apply_filters(records, {"tag": ["paper"], "status": ["failed"]})) == 2
+    assert cl.showing(2, 8) == "showing 2 of 8 runs" and cl.showing(8, 8) == "all 8 runs"

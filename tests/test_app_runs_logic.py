@@ -48,7 +48,8 @@ def test_runs_table_rows():
     first, second = table.to_dict("records")
     assert first["status"] == "▶ running" and first["epochs"] == "10/60" and first["ETA"] == "30 s"
     assert first["test acc @ best val (%)"] == "–" and not first["selected"]
-    assert second["run"] == "my <b>run</b>" and second["ETA"] == "" and second["selected"]
+    # a name never hides the loss, q or seed
+    assert second["run"] == "my <b>run</b> · cce | uniform 0.4 | seed 0" and second["ETA"] == "" and second["selected"]
     assert second["test acc @ best val (%)"] == "94.31" and second["tags"] == "x, y"
 
 

@@ -49,61 +49,85 @@ def take_group() -> None:
 
 
 def view(ids: list[str], metric: str, by: str, smooth: float, raw: bool) -> None:
-    """Chart, results table and config diff; refreshed while some of the runs still train."""
+    """Chart, results table and config diff; refreshed while some of the runs still train. The
+    chart keeps its element key and uirevision, so a zoom survives the refresh."""
     client = ui.client()
     records = [r for r in client.list_runs(limit=500, include_archived=True) if r.id in set(ids)]
     specs = cl.ordered({r.id: r.spec for r in records})
-    groups = cl.group_labels(specs, by)
+    layout = cl.grouping(specs, by)
     frame = client.metrics_frame(list(specs))
     if frame.empty:
         st.info("None of these runs has finished an epoch yet; the chart fills in as they train.")
         return
-    values = cl.per_run_values(frame, metric, groups, smooth)
-    raw_values = cl.per_run_values(frame, metric, groups, 0.0) if raw else None
-    colors = {g: charts.loss_color(loss) for g, loss in cl.group_losses(specs, groups).items()}
-    fig = charts.band_figure(cl.aggregate(values), metric, raw=raw_values, revision=f"compare-{metric}", colors=colors)
+    note = layout.note(by)
+    if note:
+        st.info(note)
+    values = cl.per_run_values(frame, metric, layout.groups, smooth, layout.panels)
+    raw_values = cl.per_run_values(frame, metric, layout.groups, 0.0, layout.panels) if raw else None
+    colors = charts.group_colors(cl.group_losses(specs, layout.groups), cl.group_order(specs, layout.groups))
+    subtitle = f"{len(specs)} runs: {cl.describe(list(specs.values()))}"
+    fig = charts.band_figure(cl.aggregate(values), metric, raw=raw_values, subtitle=subtitle, revision=f"compare-{metric}-{by}", colors=colors)
     st.plotly_chart(fig, key=P + "chart", config=charts.png_config(f"gce-compare-{metric}"))
-    st.caption("PNG: the camera icon at the chart's top right saves it. Thin lines are single runs (unsmoothed); the band is mean ± std over runs of a group.")
+    st.caption("PNG: the camera icon at the chart's top right saves it, legend and subtitle included. Thin lines are single runs (unsmoothed); the band is mean ± std over the n runs of a line.")
     st.subheader("Test accuracy")
     st.caption("At the epoch of best noisy-validation accuracy (the paper's number), at the last epoch, and the best (optimistic: it peeks at the test set).")
-    st.dataframe(cl.format_summary(cl.summary_table(frame, groups)), hide_index=True, width="stretch")
+    st.dataframe(cl.format_summary(cl.summary_table(frame, layout.groups, layout.panels)), hide_index=True, width="stretch")
     active = [r for r in records if not r.status.is_final]
     if active:
         st.caption(f"{len(active)} run(s) still training: numbers so far.")
+
+
+def group_names(client, records) -> dict[str, str]:
+    """Group name -> how the picker shows it: its configuration, then its name."""
+    specs: dict[str, list] = {}
+    for r in records:
+        if r.group:
+            specs.setdefault(r.group, []).append(r.spec)
+    return {g: cl.group_title(g, specs.get(g, [])) if g in specs else g for g in client.groups()}
 
 
 client = ui.client()
 cfg = ui.settings()
 teach = ui.teaching()
 st.title("Compare runs")
+all_records = client.list_runs(limit=500)
 if ui.entered() or P + "metric" not in st.session_state:
     seed_from_url(client)
+    ui.seed_filters(P, {k: v for k, v in st.query_params.to_dict().items() if k.startswith("f.")}, all_records)
 
-records = client.list_runs(limit=500)
-if not records:
+if not all_records:
     ui.empty_state("No runs to compare yet. The quick demo gives CCE, MAE and Lq on noisy digits in under a minute.", "views/launch.py", "Go to Launch")
     ui.write_url("compare", {})
     st.stop()
 
-c1, c2 = st.columns([1, 3])
-c1.selectbox("Group", [PICK, *client.groups()], key=P + "group", on_change=take_group)
-with c2:
-    ids = ui.pick_runs("Runs", P + "selected", records)
+titles = group_names(client, all_records)
+st.selectbox("Group", [PICK, *titles], key=P + "group", on_change=take_group, format_func=lambda g: titles.get(g, g))
+records, _ = ui.filter_runs(P, all_records, total=client.count_runs())
+chosen_now = set(st.session_state.get(P + "selected", []))
+kept_ids = {r.id for r in records}
+ids = ui.pick_runs("Runs", P + "selected", [r for r in all_records if r.id in chosen_now or r.id in kept_ids],
+                   help="The filters above narrow this list; runs already picked stay.")
+hidden = [i for i in ids if i not in kept_ids]
+if hidden:  # the filters narrow what is compared too; the picks stay for when they are lifted
+    st.caption(f"{len(hidden)} of the {len(ids)} picked runs are hidden by the filters; comparing {len(ids) - len(hidden)}.")
+    ids = [i for i in ids if i in kept_ids]
 c1, c2, c3, c4 = st.columns([3, 2, 2, 1], vertical_alignment="bottom")
 metric = c1.selectbox("Metric", METRICS, key=P + "metric", format_func=charts.metric_title)
-by = c2.selectbox("Group by", list(cl.GROUP_BY), key=P + "by", format_func=cl.GROUP_BY.get)
+by = c2.selectbox("Group by", list(cl.GROUP_BY), key=P + "by", format_func=cl.GROUP_BY.get,
+                  help="A line pools only runs that differ in nothing but their seed; other settings the runs differ in are named in the legend, and noise settings get a panel each.")
 smooth = c3.slider("Smoothing", 0.0, 0.95, step=0.05, key=P + "smooth", help="Exponential moving average weight (0 = raw).")
 raw = c4.toggle("Single runs", key=P + "raw")
 
 if not ids:
     st.info("Pick runs, or a group, to compare them.")
 else:
-    chosen = [r for r in records if r.id in set(ids)]
+    chosen = [r for r in all_records if r.id in set(ids)]
     period = cfg.refresh_seconds if rl.any_active(chosen) else None
     st.fragment(run_every=period)(view)(ids, metric, by, smooth, raw)
     d1, d2 = st.columns([1, 4])
-    d1.download_button("Download CSV", data=lambda: client.export_csv(ids), file_name="gce-lab-runs.csv", mime="text/csv", key=P + "csv", on_click="ignore", icon=":material/download:")
-    d2.caption("Long format: one row per run, epoch and metric, with each run's configuration.")
+    d1.download_button("Download CSV", data=lambda: cl.wide_csv(chosen, client.metrics_frame(ids)), file_name="gce-lab-runs.csv",
+                       mime="text/csv", key=P + "csv", on_click="ignore", icon=":material/download:")
+    d2.caption("One row per run and epoch: the run's id, status, group and tags, one column per spec field (its configuration), then every metric.")
     if not teach:
         st.subheader("Configuration differences")
         specs = {r.id: r.spec for r in chosen}
@@ -116,10 +140,11 @@ else:
             st.json(cl.shared_config(specs))
 
 ui.write_url("compare", {
-    "runs": ",".join(ids) if st.session_state[P + "group"] == PICK else None,
+    "runs": ",".join(st.session_state[P + "selected"]) if st.session_state[P + "group"] == PICK else None,
     "group": None if st.session_state[P + "group"] == PICK else st.session_state[P + "group"],
     "metric": None if metric == "test_acc" else metric,
     "by": None if by == "config" else by,
     "smooth": None if not smooth else f"{smooth:g}",
     "raw": None if raw else "0",
+    **ui.filter_params(P),
 })

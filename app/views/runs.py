@@ -15,6 +15,7 @@ URL_KEYS = ("runs", "metric", "status", "group", "archived")
 STATUSES = [s.value for s in RunStatus]
 CURVE_METRICS = ["test_acc", "val_acc", "train_acc_noisy", "train_acc_clean", "memorised", "train_loss", "loss_sum_mean"]
 ALL_GROUPS = "(all groups)"
+LIMIT = 500
 
 
 def seed_from_url(client) -> None:
@@ -29,6 +30,8 @@ def seed_from_url(client) -> None:
         newest = mine or client.list_runs(limit=1)  # in teaching mode this browser's newest group
         if newest and newest[0].group:
             ids = [r.id for r in client.list_runs(group=newest[0].group, limit=12)]
+    ui.seed_filters(P, {k: v for k, v in st.query_params.to_dict().items() if k.startswith("f.")} or
+                    {k: v for k, v in params.items() if k.startswith("f.")}, client.list_runs(limit=LIMIT, include_archived=True))
     ui.seed({
         P + "status": url_state.get_list(params, "status", [], STATUSES),
         P + "group": url_state.get_str(params, "group", ALL_GROUPS, groups),
@@ -125,12 +128,13 @@ COLUMNS = {
 }
 
 
-def live(run_filter: dict, selected: list[str], metric: str, signature: tuple) -> None:
+def live(run_filter: dict, chosen_values: dict, selected: list[str], metric: str, signature: tuple) -> None:
     """The refreshing part: table and curves (re-run alone every few seconds)."""
     client = ui.client()
     records = listed(client, run_filter)
     if rl.status_signature(records) != signature:
         st.rerun()  # a run started, finished or was archived: the action buttons must follow
+    records = cl.apply_filters(records, chosen_values)
     table = rl.runs_table(records, selected)
     st.dataframe(table, hide_index=True, width="stretch", key=P + "table", column_config=COLUMNS)
     if not selected:
@@ -148,20 +152,23 @@ def live(run_filter: dict, selected: list[str], metric: str, signature: tuple) -
         colors = rl.run_colors(chosen, labels)
         st.vega_lite_chart(spec=charts.live_curves(frame, metric, labels, colors), width="stretch")
     for r in chosen:
-        if r.status == RunStatus.FAILED and r.error:
-            with st.expander(f"Why run {r.id} failed"):
-                st.code(r.error, language=None)
+        if r.status == RunStatus.FAILED:
+            why, details = rl.failure_text(r.error)
+            st.error(f"**Run #{r.id} ({ui.md_escape(r.spec.label())}) failed.** {ui.md_escape(why)}")
+            if details:
+                with st.expander(f"Why run {r.id} failed: the details"):
+                    st.code(details, language=None, wrap_lines=True)
 
 
 def listed(client, run_filter: dict) -> list:
     """The runs to show, newest first; in teaching mode this browser's own runs come first (a
     class's runs do not bury each other)."""
-    records = client.list_runs(**run_filter, limit=200)
+    records = client.list_runs(**run_filter, limit=LIMIT)
     if not ui.teaching():
         return records
     me = owner.current_owner()
-    mine = client.list_runs(**run_filter, owner=me, limit=200)
-    return owner.own_first(mine + [r for r in records if r.owner != me], me)[:200]
+    mine = client.list_runs(**run_filter, owner=me, limit=LIMIT)
+    return owner.own_first(mine + [r for r in records if r.owner != me], me)[:LIMIT]
 
 
 client = ui.client()
@@ -178,7 +185,8 @@ if client.count_runs(include_archived=True) == 0:
     st.stop()
 
 run_filter = filters(client)
-records = listed(client, run_filter)
+listed_records = listed(client, run_filter)
+records, chosen_values = ui.filter_runs(P, listed_records, exclude=("status",), total=client.count_runs(**run_filter))
 c1, c2 = st.columns([4, 2])
 with c1:
     selected = ui.pick_runs("Runs to plot and act on", P + "selected", records)
@@ -187,7 +195,7 @@ chosen = [r for r in records if r.id in set(selected)]
 actions(client, chosen, teach)
 
 period = cfg.refresh_seconds if rl.any_active(records) else 5 * cfg.refresh_seconds
-st.fragment(run_every=period)(live)(run_filter, selected, metric, rl.status_signature(records))
+st.fragment(run_every=period)(live)(run_filter, chosen_values, selected, metric, rl.status_signature(listed_records))
 
 if selected:
     st.page_link("views/compare.py", label="Compare these runs", icon=":material/stacked_line_chart:", query_params={"runs": ",".join(selected)})
@@ -197,4 +205,5 @@ ui.write_url("runs", {
     "status": ",".join(s.value for s in run_filter["status"] or []),
     "group": run_filter["group"],
     "archived": "1" if run_filter["include_archived"] else None,
+    **ui.filter_params(P),
 })
