@@ -32,10 +32,29 @@ import annotated_types
 import torch
 
 from gce_core import spec as gspec
-from gce_core.data import DATASETS, DatasetNotFoundError, check_available
+from gce_core.data import (
+    DATASETS,
+    DatasetFileError,
+    DatasetNotFoundError,
+    available_datasets,
+    check_available,
+    dataset_info,
+    dataset_label,
+)
+from gce_core.data import train_size as data_train_size
+from gce_core.experiment_data import noise_preview
 from gce_core.losses import LOSSES, Param, get_loss
 from gce_core.models import MODEL_NAMES, flops_hint
-from gce_core.noise import CLASS_MAP_NAMES, NOISE_KINDS, check_noise, class_map, expected_transition
+from gce_core.noise import (
+    CLASS_MAP_NAMES,
+    HUMAN_LABEL_SETS,
+    NOISE_KINDS,
+    NOISE_LABELS,
+    USER_NOISY_LABELS,
+    check_noise,
+    class_map,
+    expected_transition,
+)
 from gce_core.spec import RunSpec, SpecError, parse_spec, preset_fields
 
 Values = dict[str, Any]
@@ -47,12 +66,26 @@ NOT_IN_FORM = ("loss", "data_root", "download", "device")
 # Where a choice field's values come from: gce_core's own tuples, read at each call so that a
 # kind added there appears here. A Literal field (optimizer) needs no entry.
 CHOICES: dict[str, Callable[[], Sequence[str]]] = {
-    "dataset": lambda: tuple(DATASETS),
+    "dataset": lambda: available_datasets(),  # the built-in ones, then the user's own in the data folder
     "model": lambda: MODEL_NAMES,
     "noise": lambda: NOISE_KINDS,
     "class_map": lambda: CLASS_MAP_NAMES,
     "open_set_source": lambda: gspec.OPEN_SET_SOURCES,
+    "human_labels": lambda: tuple(dict.fromkeys(n for sets in (*HUMAN_LABEL_SETS.values(), (USER_NOISY_LABELS,)) for n in sets)),
 }
+class _DatasetLabels(dict):
+    """gce_core's menu label of any data set, the user's own included (reads no file)."""
+
+    def get(self, key, default=None):
+        return dataset_label(key) if isinstance(key, str) else default
+
+    def __contains__(self, key) -> bool:
+        return False  # never a word inside a message (label_problem)
+
+    def values(self):
+        return ()
+
+
 # Nicer words for some fields; any other field is labelled from its name ("prune_every" ->
 # "Prune every").
 LABELS = {
@@ -64,17 +97,15 @@ LABELS = {
     "seeds": "Seeds per loss", "losses": "Losses to compare", "sweep": "Sweep over", "sweep_values": "Sweep values",
 }
 CHOICE_LABELS = {
-    "dataset": {"digits": "digits (8x8, embedded)", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"},
-    "noise": {
-        "none": "none (clean labels)", "uniform": "uniform (to the other c-1 classes)",
-        "uniform_any": "uniform over all c classes (real flip rate eta(c-1)/c)",
-        "class_dependent": "class-dependent (pair flips)", "open_set": "open-set (foreign images, labels kept)",
-    },
+    "dataset": _DatasetLabels(),
+    "noise": NOISE_LABELS,
     "sweep": {"": "(no sweep)", "noise_rate": "noise rate η"},
 }
-NONE_CHOICE = {"class_map": "(data set default)"}  # what None means for an optional choice
-MAIN_FIELDS = ("dataset", "model", "noise", "noise_rate", "class_map", "open_set_source", "epochs", "name")
-SHOWN_WHEN = {"class_map": ("noise", "class_dependent"), "open_set_source": ("noise", "open_set")}
+NONE_CHOICE = {"class_map": "(data set default)", "human_labels": "(the data set's default)"}  # what None means for an optional choice
+MAIN_FIELDS = ("dataset", "model", "noise", "noise_rate", "class_map", "open_set_source", "human_labels", "human_twin",
+               "epochs", "name")
+SHOWN_WHEN = {"class_map": ("noise", "class_dependent"), "open_set_source": ("noise", "open_set"),
+              "human_labels": ("noise", "human"), "human_twin": ("noise", "human")}
 MAX_SEEDS = 10
 MAX_SWEEP_VALUES = 20
 RATE_STEP = 0.05  # the noise-rate slider's step; its top is the highest step the noise allows
@@ -95,10 +126,9 @@ DEFAULT_DATASET = "digits"
 PAPER_LOSSES = ("cce", "mae", "lq", "truncated_lq")
 FORM_LOSSES = PAPER_LOSSES  # the Theory page's curves (its own loss list); the form offers every loss
 
-# Sizes of the training and test splits before any subset / validation hold-out; a data set not
-# listed gets no time estimate.
-TRAIN_SIZES = {"digits": 1437, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
-TEST_SIZES = {"digits": 360, "fashion_mnist": 10000, "cifar10": 10000, "cifar100": 10000}
+# Sizes of the test splits (training sizes: gce_core.data.train_size); a user's own data set is
+# estimated with a fifth of its training size.
+TEST_SIZES = {"digits": 360, "mnist5k": 1000, "fashion_mnist": 10000, "cifar10": 10000, "cifar100": 10000}
 # Rough throughput of one run (one worker slot): sustained FLOP/s, overhead per batch, start-up
 # (process, imports, data). Calibrated on the quick digits demo on a 2-core CPU (~0.1 s/epoch).
 DEVICE_SPEED = {
@@ -237,8 +267,16 @@ def max_noise_rate(noise: str, num_classes: int) -> float:
     return max(ok) if ok else 0.0
 
 
+def _info(dataset):
+    """The data set's DatasetInfo (the user's own: read once, cached), or None if unknown or bad."""
+    try:
+        return dataset_info(dataset)
+    except (ValueError, DatasetFileError, DatasetNotFoundError):
+        return None
+
+
 def num_classes(values: Mapping[str, Any]) -> int:
-    info = DATASETS.get(values.get("dataset"))
+    info = _info(values.get("dataset"))
     return info.num_classes if info else 10
 
 
@@ -276,7 +314,7 @@ def defaults(preset: str = DEFAULT_PRESET, dataset: str = DEFAULT_DATASET) -> Va
     registry's defaults, then the preset's fields for that data set, then LAUNCH_DEFAULTS."""
     values: Values = {key: knob.default for key, knob in knobs().items()}
     values.update(LAUNCH_DEFAULTS.get(preset, LAUNCH_DEFAULTS[DEFAULT_PRESET]))
-    dataset = dataset if dataset in DATASETS else DEFAULT_DATASET
+    dataset = dataset if dataset in available_datasets() else DEFAULT_DATASET
     if preset_note(preset, dataset):  # the preset has no settings for it: its first data set
         dataset = next((d for d in gspec.PRESETS.get(preset, {}) if d in DATASETS), dataset)
     values["dataset"] = dataset
@@ -463,7 +501,7 @@ def fingerprint(specs: Sequence[RunSpec]) -> str:
 def advice(values: Mapping[str, Any]) -> list[str]:
     """Warnings that do not block a launch (the runs would run, perhaps not as intended)."""
     notes = []
-    info = DATASETS.get(values.get("dataset"))
+    info = _info(values.get("dataset"))
     losses = tuple(values.get("losses") or ())
     if "mae" in losses and info is not None and info.num_classes >= 100:
         notes.append("MAE barely trains on 100 classes (the paper's point); expect low accuracy.")
@@ -491,7 +529,9 @@ def noise_matrix(values: Mapping[str, Any]) -> torch.Tensor:
     """The (C, C) transition matrix the chosen noise produces in expectation (rows: clean label,
     columns: noisy label). Raises ValueError when the noise is not valid for the data set or has
     no expected matrix."""
-    info = DATASETS[values["dataset"]]
+    info = _info(values["dataset"])
+    if info is None:
+        raise ValueError(f"unknown or unreadable data set {values['dataset']!r}")
     cmap = values.get("class_map") if values.get("noise") == "class_dependent" else None
     return expected_transition(values["noise"], values["noise_rate"], info.num_classes, cmap, dataset=info.name)
 
@@ -501,9 +541,27 @@ def wrong_label_share(matrix: torch.Tensor) -> float:
     return float(1.0 - matrix.diagonal().mean())
 
 
+def human_label_choices(dataset: str) -> list[str]:
+    """The human label sets of the data set: CIFAR-N's, or a user's npz's y_train_noisy."""
+    if dataset in HUMAN_LABEL_SETS:
+        return list(HUMAN_LABEL_SETS[dataset])
+    info = _info(dataset)
+    return [USER_NOISY_LABELS] if info is not None and getattr(info, "has_noisy_labels", False) else []
+
+
+def realised_noise(values: Mapping[str, Any], specs: Sequence[RunSpec]):
+    """For noise whose matrix depends on the data (instance, human): gce_core's NoisePreview of
+    the first spec (the realised matrix, rates, class names; loads the data set once, cached), else
+    None. Raises what loading raises (DatasetNotFoundError, DatasetFileError)."""
+    if values.get("noise") not in ("instance", "human") or not specs:
+        return None
+    return noise_preview(specs[0])
+
+
 def class_map_choices(dataset: str) -> list[str]:
     """The class maps that fit the data set's number of classes."""
-    c = DATASETS[dataset].num_classes if dataset in DATASETS else 10
+    info = _info(dataset)
+    c = info.num_classes if info else 10
     ok = []
     for name in CLASS_MAP_NAMES:
         try:
@@ -524,16 +582,19 @@ def epoch_seconds(spec: RunSpec, kind: str = "cpu") -> float | None:
     """Rough seconds of one epoch on one slot: training (3x forward FLOPs) plus evaluation of
     validation and test, plus a fixed cost per batch. None for a data set of unknown size."""
     speed = DEVICE_SPEED[kind]
-    info = DATASETS[spec.dataset]
-    n = TRAIN_SIZES.get(spec.dataset)
-    if n is None:
+    info = _info(spec.dataset)
+    try:
+        n = data_train_size(spec.dataset)
+    except (ValueError, KeyError, DatasetFileError, DatasetNotFoundError):
+        return None
+    if info is None:
         return None
     if spec.train_subset:
         n = min(n, spec.train_subset)
     n_val = round(spec.val_fraction * n)
     n_train = n - n_val
     per_image = flops_hint(spec.model, info.image_shape, info.num_classes)
-    flops = per_image * (3 * n_train + n_val + TEST_SIZES[spec.dataset])
+    flops = per_image * (3 * n_train + n_val + TEST_SIZES.get(spec.dataset, n // 5))
     batches = math.ceil(n_train / spec.batch_size)
     return flops / speed["flops"] + batches * speed["per_batch"]
 

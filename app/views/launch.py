@@ -16,8 +16,9 @@ import streamlit as st
 
 from app import charts, owner, ui, url_state
 from app import launch_form as lf
-from gce_core.data import DATASETS
+from gce_core.data import DatasetFileError, DatasetNotFoundError, dataset_info
 from gce_core.losses import LOSSES
+from gce_core.noise import class_map_description, default_class_map
 from jobs.client import SubmitRefused
 
 P = "launch_"  # widget key prefix
@@ -142,10 +143,17 @@ def form(teach: bool, data_root: str) -> list[tuple[str, str]]:
     note = st.session_state.pop(P + "rate_note", None)
     if note:
         st.info(note)
-    shown = [f for f in ("class_map", "open_set_source") if values.get(lf.SHOWN_WHEN[f][0]) == lf.SHOWN_WHEN[f][1]]
+    shown = [f for f in lf.SHOWN_WHEN if values.get(lf.SHOWN_WHEN[f][0]) == lf.SHOWN_WHEN[f][1]]
     for field, col in zip(shown, (c1, c2), strict=False):
-        options = ["", *lf.class_map_choices(values["dataset"])] if field == "class_map" else None
+        options = None
+        if field == "class_map":
+            options = ["", *lf.class_map_choices(values["dataset"])]
+        elif field == "human_labels":
+            options = ["", *lf.human_label_choices(values["dataset"])]
         widget(ks[field], col, problems, **({"options": options} if options else {}))
+    if values.get("noise") == "class_dependent":
+        cmap = values.get("class_map") or default_class_map(values["dataset"])
+        st.caption(f"Class map {cmap}: {class_map_description(cmap)}")
     widget(ks["losses"], st, problems)
     loss_rows(ks, problems)
     c1, c2, c3 = st.columns(3)
@@ -212,9 +220,11 @@ def launch_panel(client, cfg, info: dict, values: dict, specs: list, problems: l
     slots = max(1, int(info.get("slots") or 1))
     kind = lf.device_kind(info.get("devices") or [])
     total = lf.total_seconds(specs, slots, kind) if specs else None
+    realised = None
     try:
-        matrix = lf.noise_matrix(values)
-    except (ValueError, KeyError):
+        realised = lf.realised_noise(values, specs if not problems else [])
+        matrix = realised.transition if realised is not None else lf.noise_matrix(values)
+    except (ValueError, KeyError, DatasetNotFoundError, DatasetFileError):
         matrix = None
     m1, m2, m3 = st.columns([2, 3, 3])
     m1.metric("Runs", len(specs) if not problems else "-")
@@ -260,12 +270,16 @@ def launch_panel(client, cfg, info: dict, values: dict, specs: list, problems: l
     if matrix is None:
         st.info("The noise transition matrix appears once the noise settings are valid.")
     else:
-        names = DATASETS[values["dataset"]].class_names
+        names = realised.class_names if realised is not None else dataset_info(values["dataset"]).class_names
         words = lf.CHOICE_LABELS["noise"].get(values["noise"], values["noise"]).split(" (")[0]
         title = f"{words} noise, η = {values['noise_rate']:g}, on {values['dataset']}"
         st.plotly_chart(charts.noise_heatmap(matrix, names, title=title), key=P + "heatmap", config=charts.png_config("noise-matrix"))
         note = " Open-set noise keeps the labels and swaps images instead." if values["noise"] == "open_set" else ""
-        st.caption(f"In expectation {100 * lf.wrong_label_share(matrix):.1f}% of the training labels will be wrong (balanced classes).{note}")
+        if realised is not None:
+            st.caption(f"Realised on this data set's training images: {100 * realised.rate:.1f}% of the labels are wrong "
+                       f"(per class {100 * float(realised.class_rates.min()):.0f}% to {100 * float(realised.class_rates.max()):.0f}%).")
+        else:
+            st.caption(f"In expectation {100 * lf.wrong_label_share(matrix):.1f}% of the training labels will be wrong (balanced classes).{note}")
     for note in lf.advice(values):
         st.warning(note)
 
