@@ -129,6 +129,11 @@ class Loss:
     needs_run: str = ""
     check_run: Callable[[Any], None] | None = None
     aliases: tuple[str, ...] = ()
+    short: str = ""  # the label in legends and group names, where it differs from ``label``
+
+    @property
+    def short_label(self) -> str:
+        return self.short or self.label
 
     @property
     def defaults(self) -> dict[str, float]:
@@ -565,7 +570,7 @@ register(
         sum_bounds=lambda c: 2.0 * (c - 1),
     ),
     Loss(
-        "lq", "Lq (GCE)", "(1 - f_y^q) / q", _lq_values, _GCE, params=(_Q,), aliases=("gce",),
+        "lq", "Lq (GCE)", "(1 - f_y^q) / q", _lq_values, _GCE, params=(_Q,), aliases=("gce",), short="Lq",
         of_fy=lambda f, q: lq_of_log_prob(_log(f), q), grad_weight=lambda f, q: _as_fy(f) ** q,
         sum_bounds=_lq_band,
     ),
