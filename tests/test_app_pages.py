@@ -272,7 +272,7 @@ def test_insight_shows_forward_ests_estimated_matrix_beside_the_true_one(client)
     figs = chart_specs(at)
     assert len(figs) == 4  # histogram, memorisation, the estimated and the true transition matrix
     estimated, true = figs[2], figs[3]
-    assert "Estimated before epoch 3" in estimated["layout"]["title"]["text"]
+    assert "Estimated before epoch 2" in estimated["layout"]["title"]["text"]
     row = next(r for r in client.metrics(run_id) if "transition_estimate" in r)
     assert values(estimated["data"][0], "z") == [v for r in row["transition_estimate"] for v in r]
     want = expected_transition("class_dependent", 0.4, 10, spec.class_map)  # the noise's own matrix

@@ -736,7 +736,7 @@ def test_q_is_the_losss_own_default_until_given():
     assert parse_spec(dict(loss="agce")).q == 0.6  # the ALFs default, not Lq's
     assert parse_spec(dict(loss="cce")).q is None and parse_spec(dict(loss="cce")).loss_params() == {}
     assert parse_spec(dict(loss="agce", q=1.5)).q == 1.5  # AGCE's range is q > 0
-    assert parse_spec(dict(loss="forward_est")).est_share == 0.5
+    assert parse_spec(dict(loss="forward_est")).est_share == 0.25
     with pytest.raises(SpecError, match=r"^q: q must be in \(0, 1\], got 1.5$"):
         parse_spec(dict(loss="lq", q=1.5))
     with pytest.raises(SpecError, match=r"^epochs: forward_est needs 2 epochs or more"):
