@@ -237,22 +237,21 @@ class RunSpec(BaseModel):
         return " ".join([self.loss, *(f"{n}={v:g}" for n, v in self.loss_params().items())])
 
     def with_loss(self, loss: str, **changes: Any) -> RunSpec:
-        """This spec with another loss (and ``changes``), validated. A parameter value carries
-        over only where it means the same to both losses (the registry gives both the same
-        ``Param``: q and k between Lq and truncated Lq, A between SCE and NCE+RCE); a parameter of
-        this spec's loss that the other loss takes with another meaning falls back to the other
-        loss's default (an sce grid's beta = 1 must not become bootstrapping's beta, nor Lq's q =
-        0.7 AGCE's q). A value this spec holds for a parameter its own loss does not take (set on
-        purpose, for a grid) carries over."""
+        """This spec with another loss (and ``changes``), validated. A parameter of this spec's
+        loss carries over only where it means the same to the other loss (the registry gives
+        both the same ``Param``: q between Lq and truncated Lq, A between SCE and NCE+RCE); the
+        others are unset, so the other loss takes its own defaults (an sce grid's beta = 1 must
+        not become bootstrapping's beta, nor Lq's q = 0.7 AGCE's q). A value this spec holds for a
+        parameter its own loss does not take (set on purpose, for a grid) carries over."""
         fields = self.to_dict()
         try:
             new, old = get_loss(loss), get_loss(self.loss)
         except ValueError:  # an unknown name: parse_spec below refuses it, naming the field
             new = old = None
         if new is not None and new is not old:
-            mine = {p.name: p for p in old.params}
-            for param in new.params:
-                if param.name in mine and mine[param.name] != param:
+            theirs = set(new.params)
+            for param in old.params:
+                if param not in theirs:  # not the same Param: the new loss's default, or unset
                     fields[param.name] = None if param.name in OTHER_LOSS_PARAMS else param.default
         return parse_spec({**fields, "loss": loss, **changes})
 
