@@ -213,9 +213,10 @@ def estimation_epochs(epochs: int, est_share: float) -> int:
     return min(max(1, round(est_share * epochs)), epochs - 1)
 
 
-def _check_estimation_run(spec) -> None:
-    if spec.epochs < 2:
-        raise ValueError(f"forward_est needs 2 epochs or more (CCE first, then the estimated T), got {spec.epochs}")
+def _check_estimation_run(spec) -> tuple[str, str] | None:
+    if spec.epochs >= 2:
+        return None
+    return ("epochs", f"forward_est needs 2 epochs or more (CCE first, then the estimated T), got {spec.epochs}")
 
 
 class ForwardEstState(LossState):

@@ -112,8 +112,9 @@ class Loss:
     needs_run : why ``values`` cannot be computed from logits and targets alone (forward
         correction: "needs its run's transition matrix"); "" when it can. ``criterion`` refuses
         such a loss with this reason.
-    check_run : (spec) -> None, raises ValueError when the rest of a run spec does not suit the
-        loss (forward_est needs two epochs or more); the spec calls it once, at validation.
+    check_run : (spec) -> (field, message) when the rest of a valid run spec does not suit the
+        loss (truncated Lq must prune within the run, forward_est needs two epochs or more), else
+        None; the spec calls it once, at validation, and reports the message on that field.
     """
 
     name: str
@@ -127,7 +128,7 @@ class Loss:
     sum_bounds: Callable[..., tuple[float, float] | float] | None = None
     make_state: Callable[[RunContext, dict[str, float]], LossState] | None = None
     needs_run: str = ""
-    check_run: Callable[[Any], None] | None = None
+    check_run: Callable[[Any], tuple[str, str] | None] | None = None
     aliases: tuple[str, ...] = ()
     short: str = ""  # the label in legends and group names, where it differs from ``label``
 
@@ -482,6 +483,14 @@ def pruning_quality(weights: torch.Tensor, is_noisy: torch.Tensor) -> tuple[floa
     return (hits / n_pruned if n_pruned else math.nan, hits / n_noisy if n_noisy else math.nan)
 
 
+def _check_prune_start(spec: Any) -> tuple[str, str] | None:
+    if spec.prune_start <= spec.epochs:
+        return None
+    return ("prune_start", f"truncated Lq prunes from epoch {spec.prune_start}, but the run has {spec.epochs} "
+            f"epochs: it would train as plain Lq; set prune_start to at most {spec.epochs} (the paper prunes "
+            "from a third of the run, 40 of 120 epochs on CIFAR-10), or choose loss lq")
+
+
 class AcsState(LossState):
     """Truncated Lq's alternative convex search (the paper's Algorithm 1).
 
@@ -578,7 +587,7 @@ register(
         "truncated_lq", "truncated Lq",
         "Lq(f_y) if f_y > k else Lq(k); optimised by alternative convex search",
         _truncated_lq_values, _GCE, params=(_Q, _K),
-        make_state=lambda run, params: AcsState(run, **params),
+        make_state=lambda run, params: AcsState(run, **params), check_run=_check_prune_start,
         of_fy=lambda f, q, k: _truncated(lq_of_log_prob(_log(f), q), _log(f), q, k),
         grad_weight=lambda f, q, k: torch.where(_as_fy(f) > k, _as_fy(f) ** q, 0.0),
         sum_bounds=_truncated_lq_band,

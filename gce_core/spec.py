@@ -181,11 +181,6 @@ class RunSpec(BaseModel):
             raise _ParamError(name, str(exc)) from None
         for name, value in loss.check_params(**given).items():
             object.__setattr__(self, name, value)
-        if loss.check_run is not None:
-            try:
-                loss.check_run(self)
-            except ValueError as exc:
-                raise _ParamError("epochs", str(exc)) from None
         return self
 
     @model_validator(mode="after")
@@ -206,11 +201,10 @@ class RunSpec(BaseModel):
             raise ValueError(
                 f"lr_milestones must be increasing epochs in [1, epochs - 1] = [1, {self.epochs - 1}], got {list(ms)}"
             )
-        if self.loss == "truncated_lq" and self.prune_start > self.epochs:
-            raise _ParamError("prune_start", (
-                f"truncated Lq prunes from epoch {self.prune_start}, but the run has {self.epochs} epochs: it "
-                f"would train as plain Lq; set prune_start to at most {self.epochs} (the paper prunes from a "
-                "third of the run, 40 of 120 epochs on CIFAR-10), or choose loss lq"))
+        check_run = get_loss(self.loss).check_run  # the rest of the run must suit the loss
+        problem = None if check_run is None else check_run(self)
+        if problem is not None:
+            raise _ParamError(*problem)
         return self
 
     # --- serialisation -------------------------------------------------------------------
