@@ -219,7 +219,7 @@ def test_compare_groups_seeds_into_bands_with_a_results_table(client):
     assert list(summary["runs"]) == [2, 2, 2]
     assert " ± " in summary.loc["CCE", "test acc @ best val (%)"]
     diff = at.dataframe[1].value
-    assert sorted(diff.columns) == ["loss", "seed"]
+    assert sorted(diff.columns) == ["loss", "q", "seed"]  # q is Lq's parameter: CCE runs hold none
     at.selectbox(key="compare_metric").set_value("memorised").run()
     at.selectbox(key="compare_by").set_value("run").run()
     no_errors(at)
