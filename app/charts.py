@@ -403,6 +403,23 @@ def gradient_weight(qs: Sequence[float]) -> go.Figure:
     return _layout(fig, "Gradient weight: how much a sample pushes the model", "f_y (softmax probability of the label)", "weight on the CCE gradient", "theory-grad")
 
 
+def zoo_loss_value(names: Sequence[str]) -> go.Figure:
+    """The value of each loss of ``names`` (the registry's ``of_fy``, at its paper's defaults)
+    against f_y; losses whose value is not a function of f_y alone are left out."""
+    f = _fy_grid()
+    fig = go.Figure()
+    for i, name in enumerate(names):
+        loss = get_loss(name)
+        if loss.of_fy is None:
+            continue
+        value = loss.of_fy(torch.as_tensor(f), **loss.defaults).numpy()
+        params = ", ".join(f"{n}={v:g}" for n, v in loss.defaults.items())
+        fig.add_trace(go.Scatter(x=f, y=value, name=f"{loss.label}  {params}".strip(), line={"color": color_for(i)}))
+    fig.update_yaxes(range=[0, 6])
+    return _layout(fig, "Loss of each loss against f_y (its paper's defaults)", "f_y (softmax probability of the label)",
+                   "loss of one sample", "theory-zoo-value")
+
+
 def zoo_gradient_weight(names: Sequence[str]) -> go.Figure:
     """The weight each loss of ``names`` (the registry's, at their defaults; those that depend
     on f_y alone) puts on a sample's CCE gradient, against f_y, on a log scale: how hard a sample

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gce_core.losses import LOSS_NAMES
+from gce_core.losses import LOSS_NAMES, get_loss
 from gce_core.metrics import summarize
 from gce_core.spec import OTHER_LOSS_PARAMS, RunSpec
 
@@ -29,15 +29,9 @@ IGNORED_IN_DIFF = ("name",)
 
 
 def _loss_label(spec: RunSpec) -> str:
-    names = {"cce": "CCE", "mae": "MAE", "lq": "Lq", "truncated_lq": "truncated Lq"}
-    if spec.loss not in names:
-        return spec.loss_label()  # the registry's other losses, with their parameters
-    label = names[spec.loss]
-    if spec.loss in ("lq", "truncated_lq"):
-        label += f" q={spec.q:g}"
-    if spec.loss == "truncated_lq":
-        label += f" k={spec.k:g}"
-    return label
+    """The loss's short label from the registry and its parameters: 'Lq q=0.7', 'CCE'."""
+    params = (f"{name}={value:g}" for name, value in spec.loss_params().items())
+    return " ".join([get_loss(spec.loss).short_label, *params])
 
 
 def _noise_label(spec: RunSpec) -> str:
@@ -45,12 +39,13 @@ def _noise_label(spec: RunSpec) -> str:
 
 
 def ordered(specs: Mapping[str, RunSpec]) -> dict[str, RunSpec]:
-    """The runs in a stable reading order: loss (CCE, MAE, Lq, truncated Lq), q, k, noise, seed."""
+    """The runs in a stable reading order: loss (the registry's order), its parameters, noise, seed."""
     order = {name: i for i, name in enumerate(LOSS_NAMES)}
 
     def key(item: tuple[str, RunSpec]):
         run_id, s = item
-        return (order[s.loss], s.q, s.k, s.noise, s.noise_rate, s.dataset, s.model, s.seed, run_id)
+        return (order[s.loss], tuple(s.loss_params().values()), s.noise, s.noise_rate, s.dataset, s.model,
+                s.seed, run_id)
 
     return dict(sorted(specs.items(), key=key))
 

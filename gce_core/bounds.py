@@ -16,7 +16,15 @@ from __future__ import annotations
 
 import torch
 
-from gce_core.losses import LOG_PROB_LOSS_NAMES, LOSSES, check_q, get_loss, values_of_log_prob
+from gce_core.losses import (
+    LOG_PROB_LOSS_NAMES,
+    LOSSES,
+    PerSampleLoss,
+    check_q,
+    criterion,
+    get_loss,
+    values_of_log_prob,
+)
 
 
 def _check_classes(num_classes: int) -> int:
@@ -62,25 +70,30 @@ def loss_bounds(loss: str, num_classes: int, **params: float) -> tuple[float, fl
     return band
 
 
-def loss_sum(logits: torch.Tensor, loss: str, **params: float) -> torch.Tensor:
-    """Per sample, the loss summed over all c labels: logits (N, C) -> (N,), for every loss.
+def loss_sum(logits: torch.Tensor, loss: str | PerSampleLoss, **params: float) -> torch.Tensor:
+    """Per sample, the loss summed over all c labels: logits (N, C) -> (N,).
 
-    ``params`` are the loss's own (missing ones take its defaults). Truncated Lq is summed in its
-    truncated form.
+    loss : a name of the registry (``params``: the loss's own, missing ones take its defaults;
+    truncated Lq is summed in its truncated form), or a per-sample function ``fn(logits,
+    targets)`` as a run's loss state gives it (forward correction with its run's T; no params).
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
-    spec = get_loss(loss)
     logits = logits.detach().float()
-    if spec.name in LOG_PROB_LOSS_NAMES:
-        # Entry (i, j) of log_softmax is log f_j(x_i): the loss of sample i with label j, for all j
-        # at once (the same values as evaluating each label as a target, without N*c rows).
-        return values_of_log_prob(torch.log_softmax(logits, dim=1), spec.name, **params).sum(dim=1)
-    # The others (NCE's normaliser, bootstrapping's targets) need the whole row: one pass per label.
-    checked = spec.check_params(**params)
+    if callable(loss):
+        fn = loss
+    else:
+        spec = get_loss(loss)
+        if spec.name in LOG_PROB_LOSS_NAMES:
+            # Entry (i, j) of log_softmax is log f_j(x_i): the loss of sample i with label j, for all
+            # j at once (the same values as evaluating each label as a target, without N*c rows).
+            return values_of_log_prob(torch.log_softmax(logits, dim=1), spec.name, **params).sum(dim=1)
+        fn = criterion(spec.name, **params)
+    # The others (NCE's normaliser, bootstrapping's targets, forward's T) need the whole row: one
+    # pass per label.
     with torch.no_grad():
         total = torch.zeros(logits.shape[0], dtype=logits.dtype, device=logits.device)
         for j in range(logits.shape[1]):
             labels = torch.full((logits.shape[0],), j, dtype=torch.long, device=logits.device)
-            total += spec.values(logits, labels, **checked)
+            total += fn(logits, labels)
     return total

@@ -18,10 +18,17 @@ from typing import Any
 from gce_core.bounds import excess_risk_bound, loss_bounds
 from gce_core.checkpoint import peek_epoch
 from gce_core.data import DATASETS, DatasetNotFoundError
-from gce_core.losses import LOSS_NAMES, canonical_loss_name, check_k, check_q
+from gce_core.losses import LOSS_NAMES, check_k, check_q, get_loss
 from gce_core.messages import clip, clip_quotes
 from gce_core.metrics import SUMMARY_KEYS
-from gce_core.spec import PRESET_NAMES, RunSpec, SpecError, from_preset, parse_spec
+from gce_core.spec import (
+    OTHER_LOSS_PARAMS,
+    PRESET_NAMES,
+    RunSpec,
+    SpecError,
+    from_preset,
+    parse_spec,
+)
 
 USAGE_ERROR = 2
 
@@ -170,9 +177,15 @@ def compare_table(rows: list[tuple[str, list[dict]]]) -> str:
 def cmd_compare(args: argparse.Namespace) -> int:
     from gce_core.train import train
 
-    losses = [canonical_loss_name(x) for x in args.losses.split(",") if x.strip()]
-    base = spec_from_args(args)
-    specs = [[base.with_loss(loss, seed=base.seed + i) for i in range(args.seeds)] for loss in losses]
+    losses = [get_loss(x) for x in args.losses.split(",") if x.strip()]
+    if not losses:
+        raise UsageError("--losses names no loss")
+    base = spec_from_args(args, loss=losses[0].name)
+    # A loss parameter given on the command line goes to every loss that takes it (--q 0.6 to
+    # lq and agce alike); the others take their own defaults.
+    given = {name: getattr(args, name) for name in ("k", *OTHER_LOSS_PARAMS) if getattr(args, name, None) is not None}
+    specs = [[base.with_loss(loss.name, seed=base.seed + i, **{n: v for n, v in given.items() if n in loss.defaults})
+              for i in range(args.seeds)] for loss in losses]
     noise = "no noise" if base.noise == "none" else f"{base.noise} noise {base.noise_rate:g}"
     print(f"{base.dataset}, {noise}, {base.model}, {base.epochs} epochs, {args.seeds} seed(s); "
           f"test accuracy % (mean ± std over seeds)", flush=True)

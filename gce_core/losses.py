@@ -22,25 +22,35 @@ at the (noisy) label y, c the number of classes.
 | bootstrap_soft | CE against beta e_y + (1 - beta) f                 | Reed et al. 2015 |
 | bootstrap_hard | CE against beta e_y + (1 - beta) e_argmax(f)       | Reed et al. 2015 |
 
-NCE = -log f_y / (-sum_j log f_j), in [0, 1]. Every loss here (``LOSS_NAMES``) is selectable in
-a run spec and the CLI, with its parameters; the web lab's form offers the paper's four. Forward
-correction (Patrini et al. 2017) is not here: it needs a noise transition matrix estimated from
-a first network of the run, so it belongs with the trainer, not with a per-sample function.
+| forward        | -log (f T)_y, T the noise's transition matrix      | Patrini et al. 2017 |
+| forward_est    | CCE, then -log (f T_est)_y with T estimated on the run | Patrini et al. 2017 |
+
+NCE = -log f_y / (-sum_j log f_j), in [0, 1]. The paper's four are defined here; the later
+losses in ``gce_core.loss_zoo``, registered into the same registry (``register``) when this
+module is imported. Every loss (``LOSS_NAMES``) is selectable in a run spec and the CLI, with its
+parameters.
+
+A loss that needs state of its run gets it through one hook, ``Loss.make_state(run, params) ->
+LossState``: the trainer builds it once per run from a ``RunContext`` (the training tensors, the
+spec and its noise, a function giving the training set's logits under a model), asks it for
+every batch's per-sample values, calls it before and after every epoch, puts its ``row()`` into
+the epoch's metrics row and its ``state_dict()`` into every checkpoint. Truncated Lq's ACS w-step
+(``AcsState``) and forward correction's transition matrix (``gce_core.loss_zoo``) are such
+states; the other losses are stateless (``LossState`` around ``criterion``).
 
 Numerics: every value comes from ``log_softmax`` and never forms f_y = 0 where a log or a power
 of it would follow. Lq is ``-expm1(q * log f_y) / q`` (the naive ``(1 - p**q) / q`` is 13% off
-at q = 1e-6 in float32); 1 - f_y is ``-expm1(log f_y)``; AGCE and AUL are written with
-``expm1``/``log1p`` instead of subtracting two numbers near (a +- 1)^q, which leaves only the
-error of float32 ``log_softmax`` itself (5-10x below the naive form's as f_y -> 1, measured at
-the ALFs settings). Half-precision logits are computed in float32. Gradients are autograd's.
+at q = 1e-6 in float32); 1 - f_y is ``-expm1(log f_y)``. Half-precision logits are computed in float32. Gradients are autograd's.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +106,15 @@ class Loss:
     sum_bounds : (c, **params) -> (lower, upper) of the loss summed over all c labels, for
         every output f; a symmetric loss's function returns the one value its sum always
         takes. None where no bound is given.
-    per_sample_state : the loss needs state per training sample (truncated Lq's ACS weights).
+    make_state : (run: RunContext, params: checked dict) -> LossState, for a loss that needs
+        state of its run (truncated Lq's ACS weights, forward correction's T); None for a
+        stateless loss (the trainer then wraps ``criterion`` in a plain ``LossState``).
+    needs_run : why ``values`` cannot be computed from logits and targets alone (forward
+        correction: "needs its run's transition matrix"); "" when it can. ``criterion`` refuses
+        such a loss with this reason.
+    check_run : (spec) -> (field, message) when the rest of a valid run spec does not suit the
+        loss (truncated Lq must prune within the run, forward_est needs two epochs or more), else
+        None; the spec calls it once, at validation, and reports the message on that field.
     """
 
     name: str
@@ -108,8 +126,15 @@ class Loss:
     of_fy: Callable[..., torch.Tensor] | None = None
     grad_weight: Callable[..., torch.Tensor] | None = None
     sum_bounds: Callable[..., tuple[float, float] | float] | None = None
-    per_sample_state: bool = False
+    make_state: Callable[[RunContext, dict[str, float]], LossState] | None = None
+    needs_run: str = ""
+    check_run: Callable[[Any], tuple[str, str] | None] | None = None
     aliases: tuple[str, ...] = ()
+    short: str = ""  # the label in legends and group names, where it differs from ``label``
+
+    @property
+    def short_label(self) -> str:
+        return self.short or self.label
 
     @property
     def defaults(self) -> dict[str, float]:
@@ -135,6 +160,101 @@ class Loss:
             return None
         band = self.sum_bounds(num_classes, **self.check_params(**params))
         return band if isinstance(band, tuple) else (float(band), float(band))
+
+
+# --- per-run state of a loss -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunContext:
+    """What a loss's per-run state may see of its run; the trainer builds it once per run.
+
+    spec : the run's RunSpec (its noise, schedule fields such as prune_start, epochs).
+    x_train, y_train, is_noisy : the training tensors on the run's device (noisy labels; which
+        samples were flipped, for metrics only: a loss must not train on it).
+    num_classes : c.
+    predict : model -> logits (N, C) float32 of the whole training set, in eval mode, without
+        augmentation (the trainer's ``predict_logits``).
+    """
+
+    spec: Any
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    is_noisy: torch.Tensor
+    num_classes: int
+    predict: Callable[[torch.nn.Module], torch.Tensor]
+
+    @property
+    def n_train(self) -> int:
+        return int(self.y_train.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.y_train.device
+
+
+class LossState:
+    """A run's loss as the trainer uses it: per batch, ``self(logits, targets, index)`` gives the
+    per-sample values (index: the batch's training indices); ``start_epoch(epoch, model)`` runs
+    before training epoch ``epoch`` (1-based) and ``end_epoch(improved, model)`` after it
+    (improved: its validation accuracy is the best so far); ``row()`` adds values to the epoch's
+    metrics row; ``sum_values`` is the per-sample function the loss-sum metric uses when the
+    registry's function of the loss's name would not do (None: by name); ``state_dict`` /
+    ``load_state_dict`` round-trip through a checkpoint, so a resumed run goes on exactly.
+
+    This base is the stateless loss: ``values`` (``criterion``'s function) every batch, nothing
+    else.
+    """
+
+    sum_values: PerSampleLoss | None = None
+
+    def __init__(self, values: PerSampleLoss):
+        self.values = values
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return self.values(logits, targets)
+
+    def start_epoch(self, epoch: int, model: torch.nn.Module) -> None:
+        return None
+
+    def end_epoch(self, improved: bool, model: torch.nn.Module) -> None:
+        return None
+
+    def row(self) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        return None
+
+
+class BestModel:
+    """The model's weights at the best validation epoch so far (a copy, on the model's device)."""
+
+    def __init__(self) -> None:
+        self.weights: dict | None = None
+
+    def update(self, improved: bool, model: torch.nn.Module) -> None:
+        if improved:
+            self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def model(self, current: torch.nn.Module) -> torch.nn.Module:
+        """A copy of ``current`` holding the best weights, or ``current`` itself before any."""
+        if self.weights is None:
+            return current
+        best = copy.deepcopy(current)
+        best.load_state_dict(self.weights)
+        return best
+
+
+def make_loss_state(loss: str, run: RunContext, **params: float) -> LossState:
+    """The run's loss state: the registry's ``make_state`` for a loss with state, else the
+    stateless ``LossState`` around ``criterion``. ``params`` as for ``criterion``."""
+    spec = get_loss(loss)
+    if spec.make_state is None:
+        return LossState(criterion(spec.name, **params))
+    own = {p.name for p in spec.params}
+    return spec.make_state(run, spec.check_params(**{n: v for n, v in params.items() if n in own}))
 
 
 # --- numerics shared by the losses --------------------------------------------------------------
@@ -197,16 +317,6 @@ def lq_of_log_prob(log_p: torch.Tensor, q: float) -> torch.Tensor:
 def lq_constant(k: float, q: float) -> float:
     """Lq(k) = (1 - k^q) / q, the truncation level of the truncated loss."""
     return -math.expm1(q * math.log(k)) / q
-
-
-def _agce_of_log(log_p: torch.Tensor, a: float, q: float) -> torch.Tensor:
-    # ((a+1)^q - (a+p)^q) / q = -(a+1)^q expm1(q log1p((p-1)/(a+1))) / q
-    return (a + 1.0) ** q * -torch.expm1(q * torch.log1p(torch.expm1(log_p) / (a + 1.0))) / q
-
-
-def _aul_of_log(log_p: torch.Tensor, a: float, p: float) -> torch.Tensor:
-    # ((a-f)^p - (a-1)^p) / p = (a-1)^p expm1(p log1p((1-f)/(a-1))) / p
-    return (a - 1.0) ** p * torch.expm1(p * torch.log1p(_one_minus(log_p) / (a - 1.0))) / p
 
 
 # --- the GCE paper's losses as named functions (a reduction, the ACS weights) ----------------------
@@ -337,60 +447,6 @@ def _truncated_lq_values(logits: torch.Tensor, targets: torch.Tensor, *, q: floa
     return _lq_values(logits, targets, q=q) - lq_constant(k, q)
 
 
-def _sce_values(logits: torch.Tensor, targets: torch.Tensor, *, alpha: float, beta: float, A: float) -> torch.Tensor:
-    """Symmetric cross entropy (Wang et al., ICCV 2019): alpha CE + beta RCE, where
-    RCE = -sum_k f_k log e_y,k with log 0 := A, i.e. RCE = -A (1 - f_y)."""
-    log_fy = log_prob_of_target(logits, targets)
-    return alpha * -log_fy + beta * -A * _one_minus(log_fy)
-
-
-def _nce_rce_values(logits: torch.Tensor, targets: torch.Tensor, *, alpha: float, beta: float, A: float) -> torch.Tensor:
-    """Active-passive NCE+RCE (Ma et al., ICML 2020): alpha NCE + beta RCE, RCE = -A (1 - f_y)
-    as in SCE, NCE = log f_y / sum_j log f_j (the sum is at most log(1/2) < 0 for c >= 2)."""
-    log_p = _log_softmax(logits)
-    log_fy = _pick(log_p, targets)
-    return alpha * log_fy / log_p.sum(dim=1) + beta * -A * _one_minus(log_fy)
-
-
-def _nce_mae_values(logits: torch.Tensor, targets: torch.Tensor, *, alpha: float, beta: float) -> torch.Tensor:
-    """Active-passive NCE+MAE (Ma et al., ICML 2020): alpha NCE + beta (1 - f_y). The passive
-    MAE is the APL code's "reduced" 1 - f_y (scale 1), half of the GCE paper's 2 - 2 f_y."""
-    log_p = _log_softmax(logits)
-    log_fy = _pick(log_p, targets)
-    return alpha * log_fy / log_p.sum(dim=1) + beta * _one_minus(log_fy)
-
-
-def _agce_values(logits: torch.Tensor, targets: torch.Tensor, *, a: float, q: float) -> torch.Tensor:
-    """Asymmetric generalized cross entropy (Zhou et al., ICML 2021): ((a+1)^q - (a+f_y)^q) / q."""
-    return _agce_of_log(log_prob_of_target(logits, targets), a, q)
-
-
-def _aul_values(logits: torch.Tensor, targets: torch.Tensor, *, a: float, p: float) -> torch.Tensor:
-    """Asymmetric unhinged loss (Zhou et al., ICML 2021): ((a-f_y)^p - (a-1)^p) / p."""
-    return _aul_of_log(log_prob_of_target(logits, targets), a, p)
-
-
-def _bootstrap_soft_values(logits: torch.Tensor, targets: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """Soft bootstrapping (Reed et al., ICLR 2015 workshop): CE against beta e_y + (1-beta) f.
-
-    The model's own f enters the target detached, as a pseudo-label, as in the common PyTorch
-    reference (vfdev-5/BootstrappingLoss, ``as_pseudo_label=True`` by default). Reed et al.'s
-    reading as entropy regularisation, and the SCE repository's Keras ``boot_soft``, keep the
-    gradient through f instead: the values agree, the gradients differ.
-    """
-    log_p = _log_softmax(logits)
-    p = log_p.detach().exp()
-    return -(beta * _pick(log_p, targets) + (1.0 - beta) * (p * log_p).sum(dim=1))
-
-
-def _bootstrap_hard_values(logits: torch.Tensor, targets: torch.Tensor, *, beta: float) -> torch.Tensor:
-    """Hard bootstrapping (Reed et al., ICLR 2015 workshop): CE against
-    beta e_y + (1-beta) e_z, z = argmax f (a constant: argmax has no gradient)."""
-    log_p = _log_softmax(logits)
-    z = log_p.detach().argmax(dim=1)
-    return -(beta * _pick(log_p, targets) + (1.0 - beta) * _pick(log_p, z))
-
-
 # --- loss sums over the c labels ------------------------------------------------------------------
 def _cce_band(c: int) -> tuple[float, float]:
     return c * math.log(c), math.inf  # minimum at the uniform output
@@ -409,53 +465,107 @@ def _truncated_lq_band(c: int, *, q: float, k: float) -> tuple[float, float]:
     return lower, c * level
 
 
-def _sce_band(c: int, *, alpha: float, beta: float, A: float) -> tuple[float, float]:
-    rce = beta * -A * (c - 1)  # RCE is symmetric; the CE part is lowest at the uniform output
-    return alpha * c * math.log(c) + rce, math.inf if alpha > 0 else rce
+# --- truncated Lq's per-run state: the ACS w-step -------------------------------------------------
+def is_prune_epoch(spec: Any, epoch: int) -> bool:
+    """Truncated Lq prunes at spec.prune_start, then every spec.prune_every epochs (1-based)."""
+    return epoch >= spec.prune_start and (epoch - spec.prune_start) % spec.prune_every == 0
 
 
-def _ends(uniform: float, one_hot: float) -> tuple[float, float]:
-    return min(uniform, one_hot), max(uniform, one_hot)
+def pruning_quality(weights: torch.Tensor, is_noisy: torch.Tensor) -> tuple[float, float]:
+    """(precision, recall) of pruning as a noise detector: pruned = weight 0.
+
+    precision = share of pruned samples that are really noisy; recall = share of noisy
+    samples that were pruned. NaN where undefined.
+    """
+    pruned = weights <= 0
+    hits = float((pruned & is_noisy).sum())
+    n_pruned, n_noisy = float(pruned.sum()), float(is_noisy.sum())
+    return (hits / n_pruned if n_pruned else math.nan, hits / n_noisy if n_noisy else math.nan)
 
 
-def _agce_band(c: int, *, a: float, q: float) -> tuple[float, float]:
-    # sum_j (a + f_j)^q is concave (q <= 1) or convex (q >= 1) in f: its extremes over the
-    # simplex are the uniform output and a one-hot output.
-    top = (a + 1.0) ** q
-    return _ends(c * (top - (a + 1.0 / c) ** q) / q, (c - 1) * (top - a**q) / q)
+def _check_prune_start(spec: Any) -> tuple[str, str] | None:
+    if spec.prune_start <= spec.epochs:
+        return None
+    return ("prune_start", f"truncated Lq prunes from epoch {spec.prune_start}, but the run has {spec.epochs} "
+            f"epochs: it would train as plain Lq; set prune_start to at most {spec.epochs} (the paper prunes "
+            "from a third of the run, 40 of 120 epochs on CIFAR-10), or choose loss lq")
 
 
-def _aul_band(c: int, *, a: float, p: float) -> tuple[float, float]:
-    low = (a - 1.0) ** p  # extremes at the uniform and a one-hot output, as for AGCE
-    return _ends(c * ((a - 1.0 / c) ** p - low) / p, (c - 1) * (a**p - low) / p)
+class AcsState(LossState):
+    """Truncated Lq's alternative convex search (the paper's Algorithm 1).
+
+    Every batch: the ACS term Lq(f_y) - Lq(k) times the weight w_i of each training index (all 1
+    until the first w-step). Before a prune epoch (``is_prune_epoch``): the w-step, w_i = 1 iff
+    f_{y_i} > k, with f computed on the whole training set (no augmentation) by the model of the
+    best validation epoch so far. The weights belong to training indices only; validation and
+    test data never get one. Rows report kept, prune_precision and prune_recall.
+    """
+
+    def __init__(self, run: RunContext, q: float, k: float):
+        super().__init__(functools.partial(_truncated_lq_values, q=q, k=k))
+        self.run, self.k = run, k
+        self.weights = torch.ones(run.n_train, device=run.device)
+        self.best = BestModel()
+
+    def __call__(self, logits, targets, index):
+        return self.values(logits, targets) * self.weights[index]
+
+    def start_epoch(self, epoch, model):
+        if is_prune_epoch(self.run.spec, epoch):
+            logits = self.run.predict(self.best.model(model))
+            self.weights = acs_weights(logits, self.run.y_train, self.k)
+
+    def end_epoch(self, improved, model):
+        self.best.update(improved, model)
+
+    def row(self):
+        precision, recall = pruning_quality(self.weights, self.run.is_noisy)
+        return {"kept": int(self.weights.sum()), "prune_precision": precision, "prune_recall": recall}
+
+    def state_dict(self):
+        return {"weights": self.weights.cpu(), "best_model": self.best.weights}
+
+    def load_state_dict(self, saved):
+        self.weights = saved["weights"].to(self.run.device)
+        self.best.weights = saved["best_model"]
 
 
 # --- the registry ---------------------------------------------------------------------------------
 _GCE = "Zhang & Sabuncu, Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels, NeurIPS 2018"
-_APL = "Ma et al., Normalized Loss Functions for Deep Learning with Noisy Labels, ICML 2020 (HanxunH/Active-Passive-Losses)"
-_ALF = "Zhou et al., Asymmetric Loss Functions for Learning with Noisy Labels, ICML 2021 (hitcszx/ALFs)"
-_BOOT = "Reed et al., Training Deep Neural Networks on Noisy Labels with Bootstrapping, ICLR 2015 workshop"
 
 _Q = Param("q", 0.7, 0.0, 1.0, high_open=False, help="Lq exponent: q -> 0 is CCE, q = 1 is 1 - f_y (the paper uses 0.7)")
 _K = Param("k", 0.5, 0.0, 1.0, help="truncation threshold: samples with f_y <= k are pruned (the paper uses 0.5)")
-_A = Param("A", -4.0, high=0.0, help="log 0 in RCE (the SCE paper's -4; the reference code's clamp gives ln 1e-4 = -9.21)")
-
-
-def _weights(alpha: float, beta: float, active: str, passive: str) -> tuple[Param, Param]:
-    return (Param("alpha", alpha, 0.0, low_open=False, help=f"weight of {active}"),
-            Param("beta", beta, 0.0, low_open=False, help=f"weight of {passive}"))
-
-
-def _boot_beta(default: float) -> Param:
-    return Param("beta", default, 0.0, 1.0, low_open=False, high_open=False,
-                 help="weight of the given label; 1 - beta goes to the model's own prediction")
 
 
 def _log(f: torch.Tensor) -> torch.Tensor:
     return torch.log(_as_fy(f))
 
 
-_REGISTRY = (
+LOSSES: dict[str, Loss] = {}
+LOSS_NAMES: tuple[str, ...] = ()
+LOSS_ALIASES: dict[str, str] = {}
+LOSS_FORMULAS: dict[str, str] = {}
+_PARAM_NAMES: frozenset[str] = frozenset()
+# The losses that depend on f_y alone and have the named functions above (loss_values,
+# values_of_log_prob): the GCE paper's four.
+LOG_PROB_LOSS_NAMES = ("cce", "mae", "lq", "truncated_lq")
+
+
+def register(*losses: Loss) -> None:
+    """Add losses to the registry (in this order, after those there); the name lists follow."""
+    global LOSS_NAMES, LOSS_ALIASES, LOSS_FORMULAS, _PARAM_NAMES
+    for loss in losses:
+        taken = {*LOSSES, *LOSS_ALIASES}
+        if loss.name in taken or taken & set(loss.aliases):
+            raise ValueError(f"a loss named {loss.name!r} (or one of its aliases) is already registered")
+        LOSSES[loss.name] = loss
+    LOSS_NAMES = tuple(LOSSES)
+    LOSS_ALIASES = {alias: loss.name for loss in LOSSES.values() for alias in loss.aliases}
+    LOSS_FORMULAS = {name: loss.formula for name, loss in LOSSES.items()}
+    _PARAM_NAMES = frozenset(p.name for loss in LOSSES.values() for p in loss.params)
+
+
+register(
     Loss(
         "cce", "CCE", "-log f_y", _cce_values, "the usual cross entropy", aliases=("ce",),
         of_fy=lambda f: -_log(f), grad_weight=lambda f: torch.ones_like(_as_fy(f)),
@@ -469,71 +579,20 @@ _REGISTRY = (
         sum_bounds=lambda c: 2.0 * (c - 1),
     ),
     Loss(
-        "lq", "Lq (GCE)", "(1 - f_y^q) / q", _lq_values, _GCE, params=(_Q,), aliases=("gce",),
+        "lq", "Lq (GCE)", "(1 - f_y^q) / q", _lq_values, _GCE, params=(_Q,), aliases=("gce",), short="Lq",
         of_fy=lambda f, q: lq_of_log_prob(_log(f), q), grad_weight=lambda f, q: _as_fy(f) ** q,
         sum_bounds=_lq_band,
     ),
     Loss(
         "truncated_lq", "truncated Lq",
         "Lq(f_y) if f_y > k else Lq(k); optimised by alternative convex search",
-        _truncated_lq_values, _GCE, params=(_Q, _K), per_sample_state=True,
+        _truncated_lq_values, _GCE, params=(_Q, _K),
+        make_state=lambda run, params: AcsState(run, **params), check_run=_check_prune_start,
         of_fy=lambda f, q, k: _truncated(lq_of_log_prob(_log(f), q), _log(f), q, k),
         grad_weight=lambda f, q, k: torch.where(_as_fy(f) > k, _as_fy(f) ** q, 0.0),
         sum_bounds=_truncated_lq_band,
     ),
-    Loss(
-        "sce", "SCE", "alpha (-log f_y) + beta (-A)(1 - f_y)", _sce_values,
-        "Wang et al., Symmetric Cross Entropy for Robust Learning with Noisy Labels, ICCV 2019 "
-        "(YisenWang/symmetric_cross_entropy_for_noisy_labels)",
-        params=(*_weights(0.1, 1.0, "CE", "RCE"), _A),
-        of_fy=lambda f, alpha, beta, A: alpha * -_log(f) + beta * -A * (1.0 - _as_fy(f)),
-        grad_weight=lambda f, alpha, beta, A: alpha + beta * -A * _as_fy(f),
-        sum_bounds=_sce_band,
-    ),
-    Loss(
-        "nce_rce", "NCE+RCE", "alpha log f_y / sum_j log f_j + beta (-A)(1 - f_y)", _nce_rce_values,
-        _APL, params=(*_weights(1.0, 1.0, "NCE", "RCE"), _A),
-        sum_bounds=lambda c, alpha, beta, A: alpha + beta * -A * (c - 1),
-    ),
-    Loss(
-        "nce_mae", "NCE+MAE", "alpha log f_y / sum_j log f_j + beta (1 - f_y)", _nce_mae_values,
-        _APL, params=_weights(1.0, 1.0, "NCE", "MAE (APL's 1 - f_y)"),
-        sum_bounds=lambda c, alpha, beta: alpha + beta * (c - 1),
-    ),
-    Loss(
-        "agce", "AGCE", "((a + 1)^q - (a + f_y)^q) / q", _agce_values, _ALF,
-        params=(Param("a", 0.6, 0.0, help="offset a > 0 (ALFs CIFAR-10: 0.6)"),
-                Param("q", 0.6, 0.0, help="exponent q > 0 (ALFs CIFAR-10: 0.6)")),
-        of_fy=lambda f, a, q: _agce_of_log(_log(f), a, q),
-        grad_weight=lambda f, a, q: _as_fy(f) * (a + _as_fy(f)) ** (q - 1.0),
-        sum_bounds=_agce_band,
-    ),
-    Loss(
-        "aul", "AUL", "((a - f_y)^p - (a - 1)^p) / p", _aul_values, _ALF,
-        params=(Param("a", 5.5, 1.0, help="offset a > 1 (ALFs CIFAR-10: 5.5)"),
-                Param("p", 3.0, 0.0, help="exponent p > 0 (ALFs CIFAR-10: 3; the code calls it q)")),
-        of_fy=lambda f, a, p: _aul_of_log(_log(f), a, p),
-        grad_weight=lambda f, a, p: _as_fy(f) * (a - _as_fy(f)) ** (p - 1.0),
-        sum_bounds=_aul_band,
-    ),
-    Loss(
-        "bootstrap_soft", "bootstrapping (soft)", "CE against beta e_y + (1 - beta) f (f detached)",
-        _bootstrap_soft_values, _BOOT, params=(_boot_beta(0.95),),
-    ),
-    Loss(
-        "bootstrap_hard", "bootstrapping (hard)", "CE against beta e_y + (1 - beta) e_argmax f",
-        _bootstrap_hard_values, _BOOT, params=(_boot_beta(0.8),),
-    ),
 )
-
-LOSSES: dict[str, Loss] = {loss.name: loss for loss in _REGISTRY}
-LOSS_NAMES = tuple(LOSSES)
-# The losses that depend on f_y alone and have the named functions above (loss_values,
-# values_of_log_prob): the GCE paper's four.
-LOG_PROB_LOSS_NAMES = ("cce", "mae", "lq", "truncated_lq")
-LOSS_ALIASES = {alias: loss.name for loss in _REGISTRY for alias in loss.aliases}
-LOSS_FORMULAS = {name: loss.formula for name, loss in LOSSES.items()}
-_PARAM_NAMES = frozenset(p.name for loss in _REGISTRY for p in loss.params)
 
 
 def get_loss(name: str) -> Loss:
@@ -586,9 +645,16 @@ def criterion(loss: str, **params: float) -> PerSampleLoss:
     1 before pruning starts): ``truncated_lq(..., weights=w, reduction="none")`` in two steps.
     """
     spec = get_loss(loss)
+    if spec.needs_run:
+        raise ValueError(f"{spec.name} {spec.needs_run}: it is computed per run (make_loss_state), "
+                         f"not by criterion")
     own = {p.name for p in spec.params}
     for name in params:
         if name not in _PARAM_NAMES:
             spec.check_params(**{name: params[name]})  # raises: no loss takes it
     checked = spec.check_params(**{n: v for n, v in params.items() if n in own})
     return functools.partial(spec.values, **checked) if checked else spec.values
+
+
+# The later losses (SCE, APL, AGCE/AUL, bootstrapping, forward correction) register themselves.
+from gce_core import loss_zoo  # noqa: E402, F401

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from gce_core.bounds import loss_sum
+from gce_core.losses import (
+    pruning_quality,  # noqa: F401 (truncated Lq's; imported from here before)
+)
 
 if TYPE_CHECKING:
     from gce_core.experiment_data import ExperimentData
@@ -67,18 +70,6 @@ def training_pass_metrics(
     }
 
 
-def pruning_quality(weights: torch.Tensor, is_noisy: torch.Tensor) -> tuple[float, float]:
-    """(precision, recall) of pruning as a noise detector: pruned = weight 0.
-
-    precision = share of pruned samples that are really noisy; recall = share of noisy
-    samples that were pruned. NaN where undefined.
-    """
-    pruned = weights <= 0
-    hits = float((pruned & is_noisy).sum())
-    n_pruned, n_noisy = float(pruned.sum()), float(is_noisy.sum())
-    return (hits / n_pruned if n_pruned else math.nan, hits / n_noisy if n_noisy else math.nan)
-
-
 # --- one epoch's row, as the trainer assembles it -------------------------------------------
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Share of rows of logits (N, C) whose argmax is y (N,), as a float32 0-d tensor."""
@@ -111,30 +102,31 @@ def gallery_metrics(data: ExperimentData, perm: torch.Tensor, logits_seen: torch
 
 def evaluation_metrics(
     spec: RunSpec, val_logits: torch.Tensor, y_val: torch.Tensor, test_logits: torch.Tensor,
-    y_test: torch.Tensor,
+    y_test: torch.Tensor, sum_values=None,
 ) -> dict:
     """val_acc, test_acc and loss_sum_mean (the loss summed over all labels, mean over the test
-    set) from the epoch's validation and test logits, with a single host transfer."""
-    sums = loss_sum(test_logits, spec.loss, **loss_params(spec))
+    set) from the epoch's validation and test logits, with a single host transfer.
+    ``sum_values``: the run's per-sample loss function where the loss's name does not give it
+    (the run's ``LossState.sum_values``, e.g. forward correction with its T)."""
+    sums = loss_sum(test_logits, sum_values or spec.loss, **({} if sum_values else loss_params(spec)))
     values = torch.stack([accuracy(val_logits, y_val), accuracy(test_logits, y_test), sums.mean()])
     val_acc, test_acc, loss_sum_mean = values.tolist()
     return {"val_acc": val_acc, "test_acc": test_acc, "loss_sum_mean": loss_sum_mean}
 
 
 def epoch_row(
-    spec: RunSpec, epoch: int, train_metrics: dict, evals: dict, lr: float,
-    weights: torch.Tensor | None, is_noisy: torch.Tensor, seconds: float,
-    gallery_idx: torch.Tensor | None = None,
+    spec: RunSpec, epoch: int, train_metrics: dict, evals: dict, lr: float, loss_row: dict,
+    seconds: float, gallery_idx: torch.Tensor | None = None, weights: torch.Tensor | None = None,
 ) -> dict:
-    """One epoch's metrics row (keys: EPOCH_KEYS); NaN values become None. ``weights``: the ACS
-    weights of a truncated Lq run (kept, prune_precision, prune_recall, and kept_gallery: whether
-    each gallery sample, ``gallery_idx``, is kept), else None."""
-    kept = precision = recall = kept_gallery = None
-    if weights is not None:
-        kept = int(weights.sum())
-        precision, recall = pruning_quality(weights, is_noisy)
-        if gallery_idx is not None:
-            kept_gallery = (weights[gallery_idx] > 0).tolist()
+    """One epoch's metrics row (keys: EPOCH_KEYS, plus what the loss's state adds); NaN values
+    become None. ``loss_row``: the run's ``LossState.row()``: kept, prune_precision and
+    prune_recall for truncated Lq (else None), transition_estimate once for forward_est.
+    ``weights``: the per-sample weights of a loss state that prunes (1 = kept), for
+    kept_gallery: whether each gallery sample (``gallery_idx``) is kept; else None."""
+    kept, precision, recall = (loss_row.get(k) for k in ("kept", "prune_precision", "prune_recall"))
+    kept_gallery = None
+    if weights is not None and gallery_idx is not None:
+        kept_gallery = (weights[gallery_idx] > 0).tolist()
     row = {
         "epoch": epoch,
         **train_metrics,
@@ -147,6 +139,7 @@ def epoch_row(
         "loss_sum_mean": evals["loss_sum_mean"],
         "seconds": seconds,
         "kept_gallery": kept_gallery,
+        **loss_row,
     }
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 

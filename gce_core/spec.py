@@ -35,7 +35,9 @@ from gce_core.noise import (
 )
 
 MAX_EPOCHS = 5000
-OTHER_LOSS_PARAMS = ("alpha", "beta", "A", "a", "p")  # None until validation fills the loss's default
+# Loss parameters that are None until validation fills in the loss's default (k is always a
+# number: only truncated Lq takes it, with one meaning).
+OTHER_LOSS_PARAMS = ("q", "alpha", "beta", "A", "a", "p", "est_share")
 OPEN_SET_SOURCES = ("noise", "cifar10", "cifar100")
 
 
@@ -87,17 +89,18 @@ class RunSpec(BaseModel):
     open_set_source: str = Field("noise", description=f"images used for open-set noise, one of {', '.join(OPEN_SET_SOURCES)}")
     # loss
     loss: str = Field("lq", description=f"one of {', '.join(LOSS_NAMES)} (alias gce = lq, ce = cce)")
-    q: float = Field(0.7, description="exponent of lq and truncated_lq, in (0, 1], and of agce, > 0 "
-                     "(ALFs use 0.6); other losses keep it as a valid Lq exponent")
     k: float = Field(0.5, description="truncation threshold of truncated Lq, in (0, 1)")
-    # Parameters of the other losses: None until validation, which fills in the loss's default
-    # (so the saved JSON says what ran); left None for a loss that does not take them.
+    # The losses' parameters: None until validation, which fills in the loss's default (so the
+    # saved JSON says what ran); left None for a loss that does not take them.
+    q: float | None = Field(None, description=_param_help("q", "exponent of Lq, truncated Lq and AGCE"))
     alpha: float | None = Field(None, description=_param_help("alpha", "weight of the active term (CE or NCE)"))
     beta: float | None = Field(None, description=_param_help(
         "beta", "weight of the passive term (RCE or MAE); bootstrapping: weight of the given label"))
     A: float | None = Field(None, description=_param_help("A", "log 0 in RCE"))
     a: float | None = Field(None, description=_param_help("a", "offset of agce and aul"))
     p: float | None = Field(None, description=_param_help("p", "exponent of aul"))
+    est_share: float | None = Field(None, description=_param_help(
+        "est_share", "forward_est: share of the epochs trained with CCE before T is estimated"))
     prune_start: int = Field(40, ge=1, description="truncated Lq: first epoch of the w-step (pruning)")
     prune_every: int = Field(10, ge=1, description="truncated Lq: epochs between w-steps")
     # model and optimisation
@@ -180,13 +183,14 @@ class RunSpec(BaseModel):
 
     @model_validator(mode="after")
     def _loss_params(self) -> RunSpec:
-        # The loss's registry entry checks its parameters, once; q and k always hold a valid Lq
-        # setting even for a loss that does not take them (a form can switch to Lq).
+        # The loss's registry entry checks its parameters, once, and fills in its defaults. A q
+        # or k given to a loss that does not take them must still be a valid Lq setting (a grid
+        # or a form can carry it to Lq).
         loss = get_loss(self.loss)
         given = {p.name: getattr(self, p.name) for p in loss.params if getattr(self, p.name) is not None}
         try:
             for name, check in (("q", check_q), ("k", check_k)):
-                if name not in given:
+                if name not in given and getattr(self, name) is not None:
                     check(getattr(self, name))
             for name, value in given.items():
                 loss.check_params(**{name: value})
@@ -218,11 +222,10 @@ class RunSpec(BaseModel):
             raise ValueError(
                 f"lr_milestones must be increasing epochs in [1, epochs - 1] = [1, {self.epochs - 1}], got {list(ms)}"
             )
-        if self.loss == "truncated_lq" and self.prune_start > self.epochs:
-            raise _ParamError("prune_start", (
-                f"truncated Lq prunes from epoch {self.prune_start}, but the run has {self.epochs} epochs: it "
-                f"would train as plain Lq; set prune_start to at most {self.epochs} (the paper prunes from a "
-                "third of the run, 40 of 120 epochs on CIFAR-10), or choose loss lq"))
+        check_run = get_loss(self.loss).check_run  # the rest of the run must suit the loss
+        problem = None if check_run is None else check_run(self)
+        if problem is not None:
+            raise _ParamError(*problem)
         return self
 
     def _check_human(self, info) -> None:
@@ -264,17 +267,22 @@ class RunSpec(BaseModel):
         return " ".join([self.loss, *(f"{n}={v:g}" for n, v in self.loss_params().items())])
 
     def with_loss(self, loss: str, **changes: Any) -> RunSpec:
-        """This spec with another loss (and ``changes``), validated. q and k carry over (the
-        paper's knobs, shared by its losses); the other loss parameters (OTHER_LOSS_PARAMS) belong
-        to this spec's loss, so another loss takes its own defaults for them: an sce grid's
-        beta = 1 must not become bootstrapping's beta."""
+        """This spec with another loss (and ``changes``), validated. A parameter of this spec's
+        loss carries over only where it means the same to the other loss (the registry gives
+        both the same ``Param``: q between Lq and truncated Lq, A between SCE and NCE+RCE); the
+        others are unset, so the other loss takes its own defaults (an sce grid's beta = 1 must
+        not become bootstrapping's beta, nor Lq's q = 0.7 AGCE's q). A value this spec holds for a
+        parameter its own loss does not take (set on purpose, for a grid) carries over."""
         fields = self.to_dict()
         try:
-            other = get_loss(loss).name != self.loss
+            new, old = get_loss(loss), get_loss(self.loss)
         except ValueError:  # an unknown name: parse_spec below refuses it, naming the field
-            other = True
-        if other:
-            fields.update(dict.fromkeys(OTHER_LOSS_PARAMS))
+            new = old = None
+        if new is not None and new is not old:
+            theirs = set(new.params)
+            for param in old.params:
+                if param not in theirs:  # not the same Param: the new loss's default, or unset
+                    fields[param.name] = None if param.name in OTHER_LOSS_PARAMS else param.default
         return parse_spec({**fields, "loss": loss, **changes})
 
     def label(self) -> str:
@@ -329,6 +337,12 @@ def load_stored_spec(text: str) -> RunSpec:
     known = {name: value for name, value in data.items() if name in RunSpec.model_fields}
     if isinstance(known.get("lr_milestones"), list):
         known["lr_milestones"] = tuple(known["lr_milestones"])
+    try:  # q was written as 0.7 for every loss before it became the loss's own parameter
+        takes_q = "q" in get_loss(known.get("loss", "lq")).defaults
+    except ValueError:
+        takes_q = True
+    if not takes_q:
+        known["q"] = None
     return RunSpec.model_construct(**known)
 
 

@@ -1,9 +1,10 @@
 """The training loop of the lab: one entry point, ``train(spec)``, shared by the CLI, the job
 runner and Ray.
 
-Per batch: the model's logits, the run's loss (``losses.criterion``, chosen once per run; for
-truncated Lq times the ACS weights of the batch's training indices), autograd's backward and
-the step of a torch optimiser (SGD with the spec's momentum and weight decay, or Adam). The whole
+Per batch: the model's logits, the run's loss (``losses.make_loss_state``, made once per run
+from the registry: the per-sample values of the batch's training indices; a loss with state of
+its run, such as truncated Lq's ACS weights or forward correction's T, keeps it there and gets
+a call before and after each epoch), autograd's backward and the step of a torch optimiser (SGD with the spec's momentum and weight decay, or Adam). The whole
 data set lives on the run's device as tensors; a batch is an index slice of the epoch's
 permutation, augmentation runs in batch on the device, and nothing in the loop waits for the
 host. On CUDA (``mixed_precision``) the model runs channels_last, under bf16 autocast unless the
@@ -16,7 +17,6 @@ long-lived process compiles nothing. Speed against a plain loop: bench/bench_tra
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import math
 import os
@@ -29,7 +29,7 @@ import torch
 from gce_core import augment
 from gce_core.checkpoint import load_checkpoint, save_checkpoint
 from gce_core.experiment_data import ExperimentData, build_experiment_data, resolve_device
-from gce_core.losses import PerSampleLoss, acs_weights, criterion
+from gce_core.losses import LossState, RunContext, make_loss_state
 from gce_core.metrics import (
     accuracy,
     epoch_row,
@@ -63,18 +63,16 @@ def mixed_precision(device: torch.device) -> bool:
 
 @dataclass
 class RunState:
-    """Everything that changes during a run (saved whole in each checkpoint), and the run's loss
-    and compiled forward, made once per run."""
+    """Everything that changes during a run (saved whole in each checkpoint, the loss's state
+    through its state_dict), and the run's compiled forward, made once per run."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator  # data order and augmentation draws
-    weights: torch.Tensor | None  # truncated Lq: ACS weights per training index, 1 = kept
-    criterion: PerSampleLoss  # (logits, targets) -> per-sample loss values
+    loss: LossState  # (logits, targets, training indices) -> per-sample values, and its epoch hooks
     epoch: int = 0  # epochs completed
     best_val: float = -1.0
-    best_model: dict | None = None  # state_dict at the best validation epoch (truncated Lq only)
     history: list[dict] = field(default_factory=list)
     compiled: torch.nn.Module | None = None  # torch.compile'd view of model, for the training pass
 
@@ -128,16 +126,19 @@ def compile_model(model: torch.nn.Module) -> torch.nn.Module:
     return torch.compile(model, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"))
 
 
+def run_context(spec: RunSpec, data: ExperimentData, device: torch.device) -> RunContext:
+    """What the run's loss state may see of the run (losses.RunContext)."""
+    return RunContext(spec, data.x_train, data.y_train, data.is_noisy, data.num_classes,
+                      lambda model: predict_logits(model, data.x_train, device, spec.precision))
+
+
 def new_state(spec: RunSpec, data: ExperimentData, device: torch.device) -> RunState:
-    """A run's state before its first epoch: seeded model, optimiser, schedule, data generator,
-    ACS weights (truncated Lq: all 1) and its loss."""
+    """A run's state before its first epoch: seeded model, optimiser, schedule, data generator
+    and the run's loss (with its state, e.g. truncated Lq's ACS weights, all 1)."""
     model = new_model(spec, data, device)
     optimizer = make_optimizer(spec, model.parameters())
-    weights = torch.ones(data.n_train, device=device) if spec.loss == "truncated_lq" else None
-    return RunState(
-        model, optimizer, make_scheduler(spec, optimizer), data_generator(spec), weights,
-        criterion(spec.loss, **spec.loss_params()),
-    )  # fmt: skip
+    loss = make_loss_state(spec.loss, run_context(spec, data, device), **spec.loss_params())
+    return RunState(model, optimizer, make_scheduler(spec, optimizer), data_generator(spec), loss)
 
 
 def checkpoint_state(spec: RunSpec, st: RunState) -> dict:
@@ -149,9 +150,8 @@ def checkpoint_state(spec: RunSpec, st: RunState) -> dict:
         "optimizer": st.optimizer.state_dict(),
         "scheduler": st.scheduler.state_dict(),
         "generator": st.generator.get_state(),
-        "weights": None if st.weights is None else st.weights.cpu(),
+        "loss_state": st.loss.state_dict(),
         "best_val": st.best_val,
-        "best_model": st.best_model,
         "history": st.history,
     }
 
@@ -162,10 +162,12 @@ def restore_state(st: RunState, saved: dict, device: torch.device) -> None:
     st.optimizer.load_state_dict(saved["optimizer"])
     st.scheduler.load_state_dict(saved["scheduler"])
     st.generator.set_state(saved["generator"])
-    if st.weights is not None:
-        st.weights = saved["weights"].to(device)
+    # (a checkpoint written before the loss-state hook kept truncated Lq's state at the top level)
+    loss_state = saved.get("loss_state", {"weights": saved.get("weights"), "best_model": saved.get("best_model")})
+    if loss_state:
+        st.loss.load_state_dict(loss_state)
     st.epoch, st.best_val = saved["epoch"], saved["best_val"]
-    st.best_model, st.history = saved["best_model"], list(saved["history"])
+    st.history = list(saved["history"])
 
 
 def device_autocast(device: torch.device, precision: str = "bf16"):
@@ -203,27 +205,6 @@ def evaluate(model, x, y, device) -> tuple[float, torch.Tensor]:
     return float(accuracy(logits, y)), logits
 
 
-def acs_step(spec: RunSpec, st: RunState, data: ExperimentData, device: torch.device) -> None:
-    """The w-step of alternative convex search: w_i = 1 iff f_{y_i} > k, with f computed on the
-    whole training set (no augmentation) by the best-validation model so far. The weights belong
-    to training indices only; validation and test data never get one."""
-    model = st.model
-    if st.best_model is not None:
-        model = copy.deepcopy(st.model)
-        model.load_state_dict(st.best_model)
-    logits = predict_logits(model, data.x_train, device, spec.precision)
-    st.weights = acs_weights(logits, data.y_train, spec.k)
-
-
-def is_prune_epoch(spec: RunSpec, epoch: int) -> bool:
-    """Truncated Lq prunes at prune_start, then every prune_every epochs (1-based epochs)."""
-    return (
-        spec.loss == "truncated_lq"
-        and epoch >= spec.prune_start
-        and (epoch - spec.prune_start) % spec.prune_every == 0
-    )
-
-
 def train_one_epoch(
     spec: RunSpec,
     st: RunState,
@@ -254,10 +235,7 @@ def train_one_epoch(
             xb = xb.contiguous(memory_format=torch.channels_last)
         with device_autocast(device, spec.precision):
             logits = model(xb)
-        values = st.criterion(logits, data.y_train[idx])
-        if st.weights is not None:
-            values = values * st.weights[idx]
-        loss = values.mean()
+        loss = st.loss(logits, data.y_train[idx], idx).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -270,18 +248,19 @@ def evaluate_epoch(spec: RunSpec, st: RunState, data: ExperimentData, device: to
     """val_acc, test_acc and loss_sum_mean of the model after an epoch."""
     val_logits = predict_logits(st.model, data.x_val, device, spec.precision)
     test_logits = predict_logits(st.model, data.x_test, device, spec.precision)
-    return evaluation_metrics(spec, val_logits, data.y_val, test_logits, data.y_test)
+    return evaluation_metrics(spec, val_logits, data.y_val, test_logits, data.y_test, st.loss.sum_values)
 
 
 def record_epoch(spec: RunSpec, st: RunState, row: dict) -> None:
-    """Book an epoch's row into the state: epoch count, history, best validation (and, for
-    truncated Lq, the best model that the next w-step uses)."""
+    """Book an epoch's row into the state: epoch count, history, best validation, and tell the
+    loss's state whether the epoch was the best so far (truncated Lq keeps that model for its
+    next w-step)."""
     st.epoch = row["epoch"]
     st.history.append(row)
-    if row["val_acc"] > st.best_val:
+    improved = row["val_acc"] > st.best_val
+    if improved:
         st.best_val = row["val_acc"]
-        if spec.loss == "truncated_lq":
-            st.best_model = {k: v.detach().clone() for k, v in st.model.state_dict().items()}
+    st.loss.end_epoch(improved, st.model)
 
 
 def run_epochs(
@@ -300,8 +279,7 @@ def run_epochs(
     saved_at = None
     while st.epoch < until_epoch:
         started = time.perf_counter()
-        if is_prune_epoch(spec, st.epoch + 1):
-            acs_step(spec, st, data, device)
+        st.loss.start_epoch(st.epoch + 1, st.model)
         lr = st.optimizer.param_groups[0]["lr"]
         train_metrics = train_one_epoch(spec, st, data, device, should_stop)
         if train_metrics is None:
@@ -313,8 +291,9 @@ def run_epochs(
         st.scheduler.step()
         evals = evaluate_epoch(spec, st, data, device)
         seconds = time.perf_counter() - started
-        row = epoch_row(spec, st.epoch + 1, train_metrics, evals, lr, st.weights, data.is_noisy, seconds,
-                        data.gallery_idx)
+        # a loss state that prunes (truncated Lq's ACS) exposes its per-sample weights
+        row = epoch_row(spec, st.epoch + 1, train_metrics, evals, lr, st.loss.row(), seconds,
+                        data.gallery_idx, getattr(st.loss, "weights", None))
         record_epoch(spec, st, row)
         # Report first, then checkpoint: a consumer never lacks an epoch the checkpoint holds;
         # after a crash in between, the resumed run re-delivers that epoch (dedupe by epoch).

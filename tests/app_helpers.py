@@ -10,6 +10,7 @@ import json
 import math
 import time
 
+from gce_core.loss_zoo import estimation_epochs
 from gce_core.metrics import HIST_BINS, summarize
 from gce_core.spec import RunSpec
 from jobs.client import LabClient
@@ -34,6 +35,10 @@ def epoch_rows(spec: RunSpec, epochs: int) -> list[dict]:
             "prune_precision": 0.8 if truncated else None, "prune_recall": 0.6 if truncated else None,
             "loss_sum_mean": 12.0, "fy_hist_clean": clean, "fy_hist_noisy": noisy,
         })
+        if spec.loss == "forward_est" and e == estimation_epochs(spec.epochs, spec.est_share) + 1:
+            c = spec.num_classes  # the loss's state adds its estimate to the row of this epoch
+            rows[-1]["transition_estimate"] = [[0.7 if i == j else round(0.3 / (c - 1), 4) for j in range(c)]
+                                               for i in range(c)]
     return rows
 
 

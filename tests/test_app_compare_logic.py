@@ -112,11 +112,11 @@ def test_the_robust_losses_are_grouped_by_loss_and_parameters():
     specs = {"s0": base.with_loss("sce"), "s1": base.with_loss("sce", seed=1),
              "b0": base.with_loss("bootstrap_soft"), "g0": base.with_loss("agce", q=0.6)}
     groups = cl.group_labels(specs, "config")
-    assert groups == {"s0": "sce alpha=0.1 beta=1 A=-4", "s1": "sce alpha=0.1 beta=1 A=-4",
-                      "b0": "bootstrap_soft beta=0.95", "g0": "agce a=0.6 q=0.6"}  # no stray alpha=..., beta=...
+    assert groups == {"s0": "SCE alpha=0.1 beta=1 A=-4", "s1": "SCE alpha=0.1 beta=1 A=-4",
+                      "b0": "bootstrapping (soft) beta=0.95", "g0": "AGCE a=0.6 q=0.6"}  # no stray alpha=..., beta=...
     by_q = cl.group_labels(specs, "q")
     # the losses differ, so by q each line still names its loss (never pooled across losses)
-    assert by_q["g0"] == "agce a=0.6 q=0.6" and by_q["s0"] == "sce alpha=0.1 beta=1 A=-4"
+    assert by_q["g0"] == "AGCE a=0.6 q=0.6" and by_q["s0"] == "SCE alpha=0.1 beta=1 A=-4"
 
 
 # --- grouping that does not mislead, sweeps, filters -------------------------------------------

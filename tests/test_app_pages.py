@@ -7,6 +7,7 @@ import pathlib
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from gce_core.noise import expected_transition
 from gce_core.spec import from_preset
 from jobs.client import LabClient
 from jobs.status import RunStatus
@@ -300,7 +301,7 @@ def test_compare_groups_seeds_into_bands_with_a_results_table(client):
     assert list(summary["runs"]) == [2, 2, 2]
     assert " ± " in summary.loc["CCE", "test acc @ best val (%)"]
     diff = at.dataframe[1].value
-    assert sorted(diff.columns) == ["loss", "seed"]
+    assert sorted(diff.columns) == ["loss", "q", "seed"]  # q is Lq's parameter: CCE runs hold none
     at.selectbox(key="compare_metric").set_value("memorised").run()
     at.selectbox(key="compare_by").set_value("run").run()
     no_errors(at)
@@ -319,12 +320,15 @@ def test_theory_page_figures_and_a_run_in_its_band(client):
     at = page(app(), "views/theory.py")
     no_errors(at)
     figs = chart_specs(at)
-    assert len(figs) == 4  # loss, gradient weight, bounds, the loss zoo's gradient weights
+    assert len(figs) == 5  # loss, gradient weight, bounds, the loss zoo's values and gradient weights
     for fig in figs:
         assert_titled(fig)
-    assert len(figs[3]["data"]) == 7  # the losses that depend on f_y alone
+    assert len(figs[3]["data"]) == len(figs[4]["data"]) == 7  # the losses that depend on f_y alone
+    assert any("Not drawn, because their value is not a function of f_y alone: NCE+RCE, NCE+MAE, "
+               "bootstrapping (soft), bootstrapping (hard), forward (true T), forward (estimated T)" in c.value
+               for c in at.caption)
     zoo = at.dataframe[-1].value
-    assert len(zoo) == 11 and "for every output (symmetric)" in zoo.set_index("name").loc["nce_mae", "sum over the 10 labels"]
+    assert len(zoo) == 13 and "for every output (symmetric)" in zoo.set_index("name").loc["nce_mae", "sum over the 10 labels"]
     at.number_input(key="theory_c").set_value(100).run()
     assert "100 labels" in chart_specs(at)[2]["layout"]["title"]["text"]
     assert "sum over the 100 labels" in at.dataframe[-1].value.columns
@@ -333,14 +337,31 @@ def test_theory_page_figures_and_a_run_in_its_band(client):
     at = page(app(), "views/theory.py", {"run": ids[0], "q": "0.5,0.7"})
     no_errors(at)
     figs = chart_specs(at)
-    assert len(figs) == 5
-    run_fig = figs[4]
+    assert len(figs) == 6
+    run_fig = figs[5]
     assert_titled(run_fig)
     assert values(run_fig["data"][-1], "x") == [1, 2, 3, 4]
     assert at.pills(key="theory_qs").value == [0.5, 0.7]
 
 
 # --- Noise insight ------------------------------------------------------------------------------
+def test_insight_shows_forward_ests_estimated_matrix_beside_the_true_one(client):
+    spec = from_preset("quick", "digits", noise="class_dependent", noise_rate=0.4, epochs=4, loss="forward_est")
+    run_id = client.submit(spec)
+    train_queued(client)
+    at = page(app(), "views/insight.py", {"run": run_id})
+    no_errors(at)
+    figs = chart_specs(at)
+    assert len(figs) == 4  # histogram, memorisation, the estimated and the true transition matrix
+    estimated, true = figs[2], figs[3]
+    assert "Estimated before epoch 2" in estimated["layout"]["title"]["text"]
+    row = next(r for r in client.metrics(run_id) if "transition_estimate" in r)
+    assert values(estimated["data"][0], "z") == [v for r in row["transition_estimate"] for v in r]
+    want = expected_transition("class_dependent", 0.4, 10, spec.class_map)  # the noise's own matrix
+    assert values(true["data"][0], "z") == pytest.approx(want.flatten().tolist())
+    assert sorted(set(want.flatten().tolist())) == [0.0, 0.4, 0.6]  # every digit flips to the next
+
+
 def test_insight_histograms_and_pruning_quality(client):
     spec = from_preset("quick", "digits", noise="uniform", noise_rate=0.4, epochs=6, loss="truncated_lq", prune_start=3, prune_every=1)
     run_id = client.submit(spec)

@@ -114,3 +114,17 @@ def test_compare_takes_every_registry_loss(capsys):
     assert [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0] in
             ("cce", "sce", "nce_rce", "bootstrap_hard")] == ["cce", "sce", "nce_rce", "bootstrap_hard"]
     assert "nce_rce alpha=1 beta=1 A=-4" in out
+
+
+def test_compare_gives_each_loss_its_own_q_unless_one_is_given(capsys, monkeypatch):
+    import gce_core.train
+
+    trained = []
+    monkeypatch.setattr(gce_core.train, "train", lambda spec, on_epoch=None: trained.append(spec) or
+                        {"test_acc_at_best_val": 0.5, "last_test_acc": 0.5, "best_test_acc": 0.5})
+    assert main(["compare", *TINY, "--losses", "lq,agce,cce"]) == 0
+    assert [s.loss_params() for s in trained] == [{"q": 0.7}, {"a": 0.6, "q": 0.6}, {}]
+    trained.clear()
+    assert main(["compare", *TINY, "--losses", "agce,lq,forward_est", "--q", "0.5", "--est-share", "0.5"]) == 0
+    assert [s.loss_params() for s in trained] == [{"a": 0.6, "q": 0.5}, {"q": 0.5}, {"est_share": 0.5}]
+    assert "forward_est est_share=0.5" in capsys.readouterr().out

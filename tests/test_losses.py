@@ -35,17 +35,20 @@ registry follows the papers unless said otherwise):
   vfdev-5 (detached); the values agree, the soft gradients differ (tested below).
 """
 
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from gce_core.loss_zoo import estimate_transition, estimation_epochs, forward_values
 from gce_core.losses import (
     LOSS_ALIASES,
     LOSS_FORMULAS,
     LOSS_NAMES,
     LOSSES,
+    RunContext,
     acs_weights,
     canonical_loss_name,
     cce,
@@ -57,9 +60,12 @@ from gce_core.losses import (
     lq,
     lq_constant,
     mae,
+    make_loss_state,
     truncated_lq,
     values_of_log_prob,
 )
+from gce_core.noise import expected_transition
+from gce_core.spec import SpecError, load_stored_spec, parse_spec
 
 
 @pytest.fixture
@@ -278,7 +284,9 @@ def test_values_of_log_prob_are_the_loss_of_every_label():
 
 
 # --- the registry: parameters, names, aliases -------------------------------------------------
-ZOO = ("sce", "nce_rce", "nce_mae", "agce", "aul", "bootstrap_soft", "bootstrap_hard")
+ZOO = ("sce", "nce_rce", "nce_mae", "agce", "aul", "bootstrap_soft", "bootstrap_hard", "forward", "forward_est")
+# The losses computed from logits and targets alone (forward correction needs its run's T).
+OF_LOGITS = [name for name, loss in LOSSES.items() if not loss.needs_run]
 
 
 def test_every_loss_is_selectable_and_every_name_list_comes_from_the_registry():
@@ -286,7 +294,7 @@ def test_every_loss_is_selectable_and_every_name_list_comes_from_the_registry():
     assert tuple(LOSSES) == LOSS_NAMES
     assert set(LOSS_FORMULAS) == set(LOSSES)
     assert LOSS_ALIASES == {"ce": "cce", "gce": "lq"}
-    assert [n for n, loss in LOSSES.items() if loss.per_sample_state] == ["truncated_lq"]
+    assert [n for n, loss in LOSSES.items() if loss.make_state] == ["truncated_lq", "forward", "forward_est"]
     assert [canonical_loss_name(n) for n in ZOO] == list(ZOO)
     with pytest.raises(ValueError, match="unknown loss 'focal'; allowed: cce, mae"):
         canonical_loss_name("focal")
@@ -310,6 +318,10 @@ def test_every_loss_is_described_and_its_defaults_pass_its_own_check(name, batch
     assert all(p.help for p in loss.params)
     assert loss.check_params() == loss.defaults
     assert loss.check_params(**loss.defaults) == loss.defaults
+    if loss.needs_run:
+        with pytest.raises(ValueError, match=rf"^{name} needs its run's transition matrix.*: it is computed per run"):
+            criterion(name)
+        return
     values = criterion(name)(*batch)
     assert values.shape == (64,) and values.dtype == torch.float32 and torch.isfinite(values).all()
 
@@ -421,7 +433,7 @@ def test_zoo_values_and_gradients_match_the_papers_formulas_in_float64(batch, na
     torch.testing.assert_close(leaf.grad.double(), ref_leaf.grad, rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("name", OF_LOGITS)
 def test_every_loss_is_finite_with_finite_gradients_at_extreme_logits(name):
     logits = torch.tensor([[1e4, -1e4, 0.0], [-1e4, 1e4, 5e3], [0.0, 0.0, -1e4], [1e4, 0.0, 0.0]],
                           requires_grad=True)
@@ -516,7 +528,7 @@ def test_of_fy_agrees_with_the_per_sample_values(batch, name, params):
     loss = LOSSES[name]
     P = loss.check_params(**params)
     values = criterion(name, **params)(logits.double(), targets)
-    if loss.per_sample_state:  # the truncated loss = ACS term * w + Lq(k)
+    if name == "truncated_lq":  # the truncated loss = ACS term * w + Lq(k)
         values = values * acs_weights(logits, targets, P["k"]).double() + lq_constant(P["k"], P["q"])
     torch.testing.assert_close(loss.of_fy(f_y64(logits, targets), **P), values, rtol=1e-9, atol=1e-12)
     assert loss.of_fy(0.5, **P).dtype == torch.float64  # a float works too (the Theory page's grid)
@@ -529,7 +541,7 @@ def test_grad_weight_times_the_cce_gradient_is_the_autograd_gradient(batch, name
     P = loss.check_params(**params)
     leaf = logits.double().requires_grad_(True)
     values = criterion(name, **params)(leaf, targets)
-    if loss.per_sample_state:
+    if name == "truncated_lq":
         values = values * acs_weights(logits, targets, P["k"]).double()
     values.sum().backward()
     ce_leaf = logits.double().requires_grad_(True)
@@ -549,7 +561,7 @@ def label_sums(name, logits, **params):
     """Per sample, the loss summed over every label j (float64 logits (N, c) -> (N,)); truncated
     Lq in its truncated form (``of_fy``), not the ACS term that ``criterion`` returns."""
     loss, labels = LOSSES[name], range(logits.shape[1])
-    if loss.per_sample_state:
+    if name == "truncated_lq":
         f, P = torch.softmax(logits, 1), loss.check_params(**params)
         return sum(loss.of_fy(f[:, j], **P) for j in labels)
     fn = criterion(name, **params)
@@ -605,3 +617,146 @@ def test_bootstrapping_has_no_band_and_bands_check_their_params():
     assert LOSSES["bootstrap_soft"].sum_band(10) is None and LOSSES["bootstrap_hard"].sum_band(10) is None
     with pytest.raises(ValueError, match=r"q must be in \(0, 1\], got 2"):
         LOSSES["lq"].sum_band(10, q=2)
+
+
+# --- forward correction (Patrini et al. 2017) -----------------------------------------------------
+T3 = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.0, 0.5, 0.5]], dtype=torch.float64)
+
+
+def forward64(logits, targets, transition):
+    """-log (f T)_y in float64 on softmax probabilities, as Patrini et al.'s loss.py writes it
+    (``-sum(y_true * log(dot(y_pred, P)))``, without its epsilon clip)."""
+    p = torch.softmax(logits.double(), 1)
+    return -(p @ transition.double()).gather(1, targets[:, None]).squeeze(1).log()
+
+
+def test_forward_with_the_identity_is_cce(batch):
+    logits, targets = batch
+    got = forward_values(logits.double(), targets, torch.eye(10, dtype=torch.float64))
+    torch.testing.assert_close(got, F.cross_entropy(logits.double(), targets, reduction="none"), rtol=1e-12, atol=1e-12)
+
+
+def test_forward_on_a_hand_computed_case():
+    logits = torch.tensor([[0.5, 0.3, 0.2]] * 3).log()  # f = (0.5, 0.3, 0.2)
+    got = forward_values(logits, torch.tensor([0, 1, 2]), T3)
+    # (f T) = (0.5*0.8 + 0.3*0.2 + 0, 0.5*0.1 + 0.3*0.7 + 0.2*0.5, 0.5*0.1 + 0.3*0.1 + 0.2*0.5)
+    want = -torch.tensor([0.46, 0.36, 0.18]).log()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_forward_values_and_gradients_match_float64(batch):
+    logits, targets = batch
+    g = torch.Generator().manual_seed(3)
+    t = torch.rand(10, 10, generator=g, dtype=torch.float64) + 4 * torch.eye(10, dtype=torch.float64)
+    t = t / t.sum(1, keepdim=True)
+    leaf = logits.clone().requires_grad_(True)
+    values = forward_values(leaf, targets, t.float())
+    assert values.dtype == torch.float32
+    values.mean().backward()
+    ref_leaf = logits.double().requires_grad_(True)
+    ref = forward64(ref_leaf, targets, t)
+    ref.mean().backward()
+    torch.testing.assert_close(values.double(), ref.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(leaf.grad.double(), ref_leaf.grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("transition,first", [
+    (T3, -math.log(0.1)), (torch.eye(3, dtype=torch.float64), 2e4), (torch.full((3, 3), 1 / 3), math.log(3)),
+])  # fmt: skip
+def test_forward_is_finite_with_finite_gradients_at_extreme_logits(transition, first):
+    """Zero entries of T (T3's row 2, the identity) are -inf terms of the logsumexp, with no
+    gradient; the naive log of a product underflows to -inf and NaN instead."""
+    logits = torch.tensor([[1e4, -1e4, 0.0], [-1e4, 1e4, 5e3], [0.0, 0.0, -1e4], [1e4, 0.0, 0.0]],
+                          requires_grad=True)
+    targets = torch.tensor([1, 0, 2, 0])
+    values = forward_values(logits, targets, transition)
+    values.sum().backward()
+    assert torch.isfinite(values).all() and torch.isfinite(logits.grad).all()
+    assert (values >= -1e-6).all()
+    # sample 0: f = (1, e^-2e4, e^-1e4), so (f T)_1 = T[0, 1], or f_1 = e^-2e4 where T[0, 1] = 0
+    assert values[0].item() == pytest.approx(first, rel=1e-5)
+
+
+def synthetic_noisy_posteriors(transition, per_class=300, seed=0):
+    """Softmax outputs of a perfect CCE network on noisy labels: each image's clean posterior is
+    near one class (a mix of e_i and up to 30% of a random output, most of them under 1%), its noisy posterior that times
+    T. The anchors (tiny mix) of class i have p(noisy i | x) close to T's row i."""
+    g = torch.Generator().manual_seed(seed)
+    c = transition.shape[0]
+    clean = []
+    for i in range(c):
+        mix = torch.rand(per_class, 1, generator=g, dtype=torch.float64) ** 4 * 0.3  # most near 0
+        other = torch.softmax(torch.randn(per_class, c, generator=g, dtype=torch.float64), 1)
+        clean.append((1 - mix) * F.one_hot(torch.tensor(i), c).double() + mix * other)
+    return torch.cat(clean) @ transition
+
+
+@pytest.mark.parametrize("transition", [
+    T3,
+    torch.eye(10, dtype=torch.float64) * 0.6 + 0.4 / 10,  # uniform_any 0.4
+    expected_transition("class_dependent", 0.4, 10, "cifar10"),
+])  # fmt: skip
+def test_the_estimator_recovers_a_known_transition_matrix(transition):
+    probs = synthetic_noisy_posteriors(transition)
+    estimate = estimate_transition(probs)
+    assert estimate.shape == transition.shape and estimate.dtype == torch.float64
+    torch.testing.assert_close(estimate.sum(1), torch.ones(len(transition), dtype=torch.float64))
+    assert (estimate - transition).abs().max().item() < 0.03
+    # the row below the 97th percentile, not the top one: the top 3% of p(i | x) are skipped
+    assert not torch.equal(estimate_transition(probs, percentile=100.0), estimate)
+
+
+def test_the_estimator_takes_the_row_just_below_the_97th_percentile():
+    spread = torch.linspace(0.0, 1.0, 101, dtype=torch.float64)[:, None]
+    probs = torch.cat([spread, 1 - spread], 1)
+    est = estimate_transition(probs)  # column 0: 0, 0.01, ..., 1; 97th percentile 0.97 -> row 0.96
+    # (np.percentile(column, 97, interpolation="higher") is 0.97; entries >= 0.97 are skipped)
+    torch.testing.assert_close(est[0], torch.tensor([0.96, 0.04], dtype=torch.float64))
+    torch.testing.assert_close(est[1], torch.tensor([0.04, 0.96], dtype=torch.float64))
+    top = estimate_transition(probs, percentile=100.0)  # the plain argmax: the "perfect example"
+    torch.testing.assert_close(top, torch.eye(2, dtype=torch.float64))
+
+
+def test_forward_uses_the_noises_own_matrix_and_forward_est_its_estimate():
+    spec = parse_spec(dict(loss="forward", noise="class_dependent", noise_rate=0.3, epochs=4))
+    run = RunContext(spec, torch.zeros(5, 1, 8, 8), torch.zeros(5, dtype=torch.long),
+                     torch.zeros(5, dtype=torch.bool), 10, lambda model: None)
+    state = make_loss_state("forward", run)
+    want = expected_transition("class_dependent", 0.3, 10, spec.class_map)
+    torch.testing.assert_close(state.transition, want.float())
+    assert state.sum_values is not None and state.state_dict() == {}
+    est = make_loss_state("forward_est", run, est_share=0.5)
+    assert est.est_epochs == 2 and est.transition is None
+    assert estimation_epochs(10, 0.01) == 1 and estimation_epochs(10, 0.99) == 9
+
+
+# --- the spec's loss parameters: per-loss defaults, old specs --------------------------------------
+def test_q_is_the_losss_own_default_until_given():
+    assert parse_spec(dict(loss="lq")).q == 0.7
+    assert parse_spec(dict(loss="agce")).q == 0.6  # the ALFs default, not Lq's
+    assert parse_spec(dict(loss="cce")).q is None and parse_spec(dict(loss="cce")).loss_params() == {}
+    assert parse_spec(dict(loss="agce", q=1.5)).q == 1.5  # AGCE's range is q > 0
+    assert parse_spec(dict(loss="forward_est")).est_share == 0.25
+    with pytest.raises(SpecError, match=r"^q: q must be in \(0, 1\], got 1.5$"):
+        parse_spec(dict(loss="lq", q=1.5))
+    with pytest.raises(SpecError, match=r"^epochs: forward_est needs 2 epochs or more"):
+        parse_spec(dict(loss="forward_est", epochs=1))
+
+
+def test_switching_loss_keeps_a_parameter_only_where_it_means_the_same():
+    lq_spec = parse_spec(dict(loss="lq", q=0.4))
+    assert lq_spec.with_loss("truncated_lq").q == 0.4  # the same Param: the paper's grid over q
+    assert lq_spec.with_loss("agce").q == 0.6  # AGCE's q is another parameter
+    assert lq_spec.with_loss("agce", q=0.3).q == 0.3
+    assert lq_spec.with_loss("cce").loss_params() == {}
+    assert parse_spec(dict(loss="sce", beta=2.0)).with_loss("bootstrap_soft").beta == 0.95
+    assert parse_spec(dict(loss="sce", A=-6.0)).with_loss("nce_rce").A == -6.0
+
+
+def test_a_spec_stored_before_the_new_fields_loads():
+    old = {"loss": "cce", "q": 0.7, "k": 0.5, "epochs": 3, "noise": "uniform", "noise_rate": 0.4}
+    spec = load_stored_spec(json.dumps(old))  # no alpha, beta, A, a, p, est_share
+    assert spec.loss == "cce" and spec.q is None and spec.est_share is None and spec.epochs == 3
+    assert spec == load_stored_spec(parse_spec(dict(old, q=None)).to_json())
+    agce = load_stored_spec(json.dumps(dict(old, loss="agce", a=0.6)))
+    assert agce.q == 0.7 and agce.loss_params() == {"a": 0.6, "q": 0.7}  # what that run trained with

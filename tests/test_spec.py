@@ -109,7 +109,7 @@ def test_a_stored_spec_round_trips_a_valid_spec_and_refuses_what_is_not_an_objec
 def test_a_loss_parameter_is_saved_with_the_losss_other_defaults():
     spec = parse_spec({"loss": "sce", "alpha": 0.5})
     assert (spec.alpha, spec.beta, spec.A) == (0.5, 1.0, -4.0)
-    assert (spec.a, spec.p, spec.q, spec.k) == (None, None, 0.7, 0.5)  # not sce's: left as they are
+    assert (spec.a, spec.p, spec.q, spec.k) == (None, None, None, 0.5)  # not sce's: left as they are
     assert json.loads(spec.to_json())["alpha"] == 0.5 and json.loads(spec.to_json())["beta"] == 1.0
     assert spec.loss_params() == {"alpha": 0.5, "beta": 1.0, "A": -4.0}
     assert spec.label() == "sce alpha=0.5 beta=1 A=-4 | clean | seed 0"

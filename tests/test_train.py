@@ -9,12 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from gce_core.experiment_data import build_experiment_data
-from gce_core.losses import acs_weights
+from gce_core.losses import AcsState, LossState, acs_weights, is_prune_epoch
 from gce_core.metrics import EPOCH_KEYS, pruning_quality, summarize, training_pass_metrics
 from gce_core.models import init_seeded
 from gce_core.spec import parse_spec
 from gce_core.train import (
-    is_prune_epoch,
     make_optimizer,
     new_state,
     predict_logits,
@@ -119,7 +118,10 @@ def test_the_optimiser_is_torchs_with_the_specs_settings():
 
 
 @pytest.mark.parametrize("loss", ["lq", "truncated_lq"])
-def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, loss):
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, monkeypatch, loss):
+    import gce_core.train
+
+    monkeypatch.setattr(gce_core.train, "CHECKPOINT_EVERY_S", 3600.0)  # not timed: first and last only
     spec = parse_spec(dict(TINY, loss=loss, noise="uniform", noise_rate=0.4, prune_start=2, prune_every=2, augment=True))
     full_summary, full = run(spec, checkpoint_dir=tmp_path / "a")
 
@@ -131,7 +133,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, loss):
 
     part_summary, part = run(spec, should_stop=stop_in_epoch_four, checkpoint_dir=tmp_path / "b")
     assert part_summary["stopped"] is True and part_summary["epochs_completed"] == 3
-    # the last checkpoint is epoch 1's (the next one is due a second later): the resume re-runs
+    # the last checkpoint is epoch 1's (the next one is due an hour later): the resume re-runs
     # epochs 2 and 3 with the rows they had, then goes on
     assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 1
     rest_summary, rest = run(spec, checkpoint_dir=tmp_path / "b")
@@ -147,8 +149,9 @@ def test_checkpoints_are_written_at_the_first_and_last_epoch_and_then_every_inte
     saved = []
     real = gce_core.train.save_checkpoint
     monkeypatch.setattr(gce_core.train, "save_checkpoint", lambda d, state: saved.append(state["epoch"]) or real(d, state))
+    monkeypatch.setattr(gce_core.train, "CHECKPOINT_EVERY_S", 3600.0)  # not timed: no epoch is that far apart
     run(parse_spec(TINY), checkpoint_dir=tmp_path / "a")
-    assert saved == [1, 6]  # tiny epochs: far less than CHECKPOINT_EVERY_S apart
+    assert saved == [1, 6]
     saved.clear()
     monkeypatch.setattr(gce_core.train, "CHECKPOINT_EVERY_S", 0.0)
     run(parse_spec(TINY), checkpoint_dir=tmp_path / "b")
@@ -207,16 +210,17 @@ def test_acs_weights_belong_to_training_indices_and_come_from_the_best_validatio
                            prune_start=3, prune_every=1, lr=0.5))  # fmt: skip
     data = build_experiment_data(spec, CPU)
     st = new_state(spec, data, CPU)
-    assert st.weights.shape == (data.n_train,) and bool((st.weights == 1).all())
+    assert isinstance(st.loss, AcsState)  # the registry's hook, not a case in the trainer
+    assert st.loss.weights.shape == (data.n_train,) and bool((st.loss.weights == 1).all())
     run_epochs(spec, st, data, CPU, 2)
     best = init_seeded("mlp", (1, 8, 8), 10, 0)
-    best.load_state_dict(st.best_model)  # the model of the best validation epoch so far
+    best.load_state_dict(st.loss.best.weights)  # the model of the best validation epoch so far
     run_epochs(spec, st, data, CPU, 3)  # epoch 3 prunes first
     want = acs_weights(predict_logits(best, data.x_train, CPU), data.y_train, spec.k)
-    assert torch.equal(st.weights, want)  # one weight per training index, none for val or test
+    assert torch.equal(st.loss.weights, want)  # one weight per training index, none for val or test
     assert st.history[-1]["kept"] == int(want.sum()) < data.n_train
     plain = new_state(parse_spec(dict(TINY, loss="lq")), data, CPU)
-    assert plain.weights is None  # other losses have no weights at all
+    assert type(plain.loss) is LossState and plain.loss.state_dict() == {}  # no state at all
 
 
 def test_cce_memorises_noise_more_than_lq():
@@ -318,7 +322,8 @@ def test_a_non_finite_training_loss_ends_the_run_saying_what_to_do():
     assert rows == []  # the epoch with the NaN loss is not reported
 
 
-@pytest.mark.parametrize("loss", ["sce", "nce_rce", "nce_mae", "agce", "aul", "bootstrap_soft", "bootstrap_hard"])
+@pytest.mark.parametrize("loss", ["sce", "nce_rce", "nce_mae", "agce", "aul", "bootstrap_soft", "bootstrap_hard",
+                                  "forward", "forward_est"])
 def test_every_registry_loss_trains_with_finite_losses_and_loss_sums(loss):
     summary, rows = run(parse_spec(dict(TINY, loss=loss, epochs=2, noise="uniform", noise_rate=0.2)))
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -329,3 +334,61 @@ def test_every_registry_loss_trains_with_finite_losses_and_loss_sums(loss):
 def test_a_validation_share_that_leaves_no_image_is_refused_saying_what_to_use():
     with pytest.raises(ValueError, match=r"val_fraction 1e-09 of 400 training images leaves no validation image; use at least 0\.0025"):
         train(parse_spec(dict(TINY, val_fraction=1e-9)))
+
+
+# --- losses with per-run state: the registry's hook ------------------------------------------------
+def test_forward_est_trains_cce_then_the_estimated_matrix_and_reports_it_once():
+    spec = parse_spec(dict(TINY, loss="forward_est", est_share=0.5, noise="uniform", noise_rate=0.4))
+    data = build_experiment_data(spec, CPU)
+    st = new_state(spec, data, CPU)
+    run_epochs(spec, st, data, CPU, 3)  # E = 3 epochs of CCE
+    assert st.loss.transition is None and st.loss.best.weights is not None
+    x, y = data.x_train[:50], data.y_train[:50]
+    torch.testing.assert_close(st.loss(st.model(x), y, None), F.cross_entropy(st.model(x), y, reduction="none"))
+    best = init_seeded("mlp", (1, 8, 8), 10, 0)
+    best.load_state_dict(st.loss.best.weights)
+    run_epochs(spec, st, data, CPU, 6)
+    from gce_core.loss_zoo import estimate_transition, forward_values
+
+    want = estimate_transition(torch.softmax(predict_logits(best, data.x_train, CPU), 1)).float()
+    torch.testing.assert_close(st.loss.transition, want)  # from the best-validation CCE model
+    torch.testing.assert_close(st.loss(st.model(x), y, None), forward_values(st.model(x), y, want))
+    estimates = [r["epoch"] for r in st.history if "transition_estimate" in r]
+    assert estimates == [4]  # on the first epoch trained with it
+    shown = torch.tensor(st.history[3]["transition_estimate"])
+    assert shown.shape == (10, 10) and torch.allclose(shown, want, atol=5e-5)
+    assert all(math.isfinite(r["loss_sum_mean"]) for r in st.history)
+
+
+@pytest.mark.parametrize("loss,share", [("forward_est", 0.34), ("truncated_lq", None), ("forward", None)])
+def test_a_resume_after_the_loss_states_change_goes_on_exactly(tmp_path, monkeypatch, loss, share):
+    """Checkpoints every epoch; stopped in epoch 4, resumed from epoch 3's checkpoint, which
+    holds the estimated T (forward_est estimates before epoch 3) or the pruned weights."""
+    import gce_core.train
+
+    monkeypatch.setattr(gce_core.train, "CHECKPOINT_EVERY_S", 0.0)
+    fields = dict(TINY, loss=loss, noise="uniform", noise_rate=0.4, prune_start=2, prune_every=1)
+    spec = parse_spec(fields if share is None else dict(fields, est_share=share))
+    full_summary, full = run(spec)
+    part_summary, part = run(spec, should_stop=iter([False] * (3 * 6 + 2) + [True]).__next__,
+                             checkpoint_dir=tmp_path)
+    assert part_summary["epochs_completed"] == 3
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["loss_state"]
+    assert (saved["transition"] is not None) if loss == "forward_est" else True
+    rest_summary, rest = run(spec, checkpoint_dir=tmp_path)
+    assert strip_time(part + rest) == strip_time(full)
+    assert rest_summary == full_summary
+
+
+def test_a_truncated_lq_checkpoint_of_the_old_layout_still_resumes(tmp_path):
+    """Before the loss-state hook a checkpoint held truncated Lq's weights and best model at its
+    top level."""
+    spec = parse_spec(dict(TINY, loss="truncated_lq", noise="uniform", noise_rate=0.4, prune_start=2, prune_every=1))
+    full = run(spec)[1]
+    run(spec, should_stop=iter([False] * (2 * 6 + 2) + [True]).__next__, checkpoint_dir=tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)
+    state.update(state.pop("loss_state"))  # weights, best_model
+    torch.save(state, path)
+    rest = run(spec, checkpoint_dir=tmp_path)[1]
+    assert strip_time(rest) == strip_time(full[state["epoch"]:])

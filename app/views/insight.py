@@ -1,6 +1,7 @@
 """Noise insight: does the model fit the flipped labels? f_y of clean vs flipped samples, the
 memorisation over epochs, the flipped images themselves (a sortable gallery, filtered by a click
-on a histogram bar), and for truncated Lq how well pruning finds the noisy samples."""
+on a histogram bar), for truncated Lq how well pruning finds the noisy samples, and for
+forward correction with an estimated matrix the estimate beside the true one."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, ui, url_state
+from gce_core.loss_zoo import true_transition
 from gce_core.metrics import HIST_BINS
 
 P = "insight_"
@@ -169,7 +171,7 @@ else:
     )
     st.caption("memorised: flipped samples predicted as their WRONG label; flipped_to_true: predicted as their true label despite the wrong one.")
     st.subheader("Pruning (truncated Lq)")
-    if record.spec.loss != "truncated_lq":
+    if frame["kept"].isna().all():  # only a loss that prunes reports how many samples it keeps
         st.info("Only truncated-Lq runs prune samples. Launch one with the loss 'truncated Lq' to see how many pruned samples were really noisy.")
     elif frame["prune_precision"].notna().any():
         st.plotly_chart(
@@ -180,5 +182,20 @@ else:
         st.caption(f"Epoch {int(last['epoch'])}: {int(last['kept'])} training samples kept. Precision: share of pruned samples that were really flipped; recall: share of flipped samples that were pruned.")
     else:
         st.info(f"No w-step yet: pruning starts at epoch {record.spec.prune_start} (every {record.spec.prune_every} epochs after).")
+
+estimate = next((r for r in rows if r.get("transition_estimate")), None)
+if estimate is not None:
+    st.subheader("Noise transition matrix: estimated and true")
+    left, right = st.columns(2)
+    left.plotly_chart(charts.noise_heatmap(estimate["transition_estimate"], title=f"Estimated before epoch {estimate['epoch']}"),
+                      key=P + "t_est", config=charts.png_config("transition-estimated"))
+    right.plotly_chart(charts.noise_heatmap(true_transition(record.spec).tolist(), title="True: the noise's own"),
+                       key=P + "t_true", config=charts.png_config("transition-true"))
+    st.caption(
+        "forward_est trains with CCE first, then takes, for each class i, the training image whose "
+        "p(i | x) is the highest below the 97th percentile, and uses the model's output on it as row i "
+        "(Patrini et al. 2017). Row = true label, column = noisy label; the closer the left to the "
+        "right, the better the correction."
+    )
 
 ui.write_url("insight", {"run": run_id, "epoch": None if epoch in (None, rows[-1]["epoch"] if rows else None) else str(epoch)})

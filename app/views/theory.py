@@ -1,5 +1,6 @@
-"""Theory: the losses against f_y, their gradient weights, the loss-sum bounds against q, and a
-run's measured loss sum inside its band. Every control reacts at once (no form): the figures are
+"""Theory: the losses against f_y, their gradient weights, the loss-sum bounds against q, the
+registry's other losses (value and gradient weight against f_y, and a table), and a run's measured
+loss sum inside its band. Every control reacts at once (no form): the figures are
 cheap and seeing them move is the lesson."""
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, ui, url_state
-from app.launch_form import FORM_LOSSES
 from gce_core.bounds import excess_risk_bound, loss_bounds
-from gce_core.losses import LOSSES
+from gce_core.losses import LOG_PROB_LOSS_NAMES, LOSSES, get_loss
 
 P = "theory_"
 URL_KEYS = ("q", "c", "k", "rate", "run")
@@ -36,8 +36,9 @@ def seed_from_url(records) -> None:
 def bounds_table(c: int, qs: list[float], k: float, rate: float) -> pd.DataFrame:
     rows = []
     for q in sorted(qs):
-        for loss in FORM_LOSSES:
-            if loss in ("cce", "mae") and q != max(qs):
+        for loss in LOG_PROB_LOSS_NAMES:  # the paper's four
+            takes_q = "q" in get_loss(loss).defaults
+            if not takes_q and q != max(qs):
                 continue  # no q: list them once
             try:
                 lo, hi = loss_bounds(loss, c, q=q, k=k)
@@ -48,7 +49,7 @@ def bounds_table(c: int, qs: list[float], k: float, rate: float) -> pd.DataFrame
             if loss == "lq" and rate < 1 - 1 / c:
                 note = f"excess-risk bound A = {excess_risk_bound(c, q, rate):.3f} at η = {rate:g}"
             rows.append({
-                "loss": loss, "q": q if loss in ("lq", "truncated_lq") else None, "lower": round(lo, 3),
+                "loss": loss, "q": q if takes_q else None, "lower": round(lo, 3),
                 "upper": "∞" if math.isinf(hi) else round(hi, 3),
                 "width": "∞" if math.isinf(hi) else round(hi - lo, 3), "note": note,
             })
@@ -132,12 +133,18 @@ with st.expander("Bounds and excess-risk bound, as numbers"):
         st.caption(f"The excess-risk bound needs η < 1 - 1/c = {1 - 1 / c:.3g}.")
 
 st.subheader("The losses people compare GCE with")
-st.plotly_chart(charts.zoo_gradient_weight(list(LOSSES)), key=P + "zoo", config=charts.png_config("loss-zoo-gradient"))
+left, right = st.columns(2)
+left.plotly_chart(charts.zoo_loss_value(list(LOSSES)), key=P + "zoo_value", config=charts.png_config("loss-zoo-value"))
+right.plotly_chart(charts.zoo_gradient_weight(list(LOSSES)), key=P + "zoo", config=charts.png_config("loss-zoo-gradient"))
+no_curve = ", ".join(loss.label for loss in LOSSES.values() if loss.of_fy is None)
 st.caption(
-    "Each loss at its paper's defaults (those that depend on f_y alone; NCE and bootstrapping look "
-    "at every output). A weight that falls as f_y falls lets flipped labels pull less; a loss whose "
-    "weight is far above 1 needs a smaller learning rate than CCE (AUL at a = 5.5, p = 3: 20-30 "
-    "times). They can be trained from the command line: `python -m gce_core train --loss sce`."
+    "Each loss at its paper's defaults, its value (left) and gradient weight (right). A weight that "
+    "falls as f_y falls lets flipped labels pull less; a loss whose weight is far above 1 needs a "
+    "smaller learning rate than CCE (AUL at a = 5.5, p = 3: 20-30 times). "
+    f"Not drawn, because their value is not a function of f_y alone: {no_curve} (NCE divides by the "
+    "log-probabilities of every class, bootstrapping's target holds the model's own output, and "
+    "forward correction mixes the output through the run's transition matrix T). They can be trained "
+    "from the command line: `python -m gce_core train --loss sce`."
 )
 st.dataframe(zoo_table(int(c)), hide_index=True, width="stretch")
 
