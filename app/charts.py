@@ -47,7 +47,7 @@ METRICS: dict[str, tuple[str, bool]] = {
 LOSS_COLORS = {
     "cce": "#d62728", "mae": "#7f7f7f", "lq": "#1f77b4", "truncated_lq": "#2ca02c", "sce": "#ff7f0e",
     "nce_rce": "#9467bd", "nce_mae": "#8c564b", "agce": "#e377c2", "aul": "#17becf",
-    "bootstrap_soft": "#bcbd22", "bootstrap_hard": "#5b3a8c",
+    "bootstrap_soft": "#bcbd22", "bootstrap_hard": "#5b3a8c", "forward": "#0b6e4f", "forward_est": "#b5651d",
 }
 OTHER_LOSS_COLOR = "#9467bd"  # a loss the registry gained after this table was written
 

@@ -171,7 +171,7 @@ def group_order(specs: Mapping[str, RunSpec], groups: Mapping[str, str]) -> dict
     out = {}
     for run_id, group in groups.items():
         s = specs[run_id]
-        out.setdefault(group, s.q * 100 + s.k * 10 + s.noise_rate)
+        out.setdefault(group, (s.q or 0.0) * 100 + (s.k or 0.0) * 10 + s.noise_rate)  # q, k: None for losses without them
     return out
 
 
@@ -204,7 +204,7 @@ def describe(specs: Sequence[RunSpec]) -> str:
     else:
         parts.append(f"{len(noises)} noise settings")
     by_loss: dict[str, list[RunSpec]] = {}
-    for s in sorted(specs, key=lambda s: (LOSS_NAMES.index(s.loss), s.q, s.k)):
+    for s in sorted(specs, key=lambda s: (LOSS_NAMES.index(s.loss), s.q or 0.0, s.k or 0.0)):
         by_loss.setdefault(s.loss, []).append(s)
     losses = []
     for of_loss in by_loss.values():

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gce_core.losses import LOSSES
 from gce_core.spec import RunSpec, from_preset
 
 SEEDS = (0, 1)
@@ -22,6 +23,7 @@ RATE = 0.4
 # Fields that do not change what a run computes (where it ran, what it is called): two runs that
 # differ only in these answer the same question.
 IGNORED_FIELDS = ("name", "data_root", "download", "device", "compile")
+_LOSS_PARAM_FIELDS = frozenset(p.name for loss in LOSSES.values() for p in loss.params)
 
 
 def _base(**changes: Any) -> RunSpec:
@@ -146,7 +148,8 @@ def get_step(key: str) -> LessonStep:
 def spec_key(spec: RunSpec) -> str:
     """What two runs must share to stand for each other in the lesson: every field but
     IGNORED_FIELDS, as canonical JSON."""
-    data = {k: v for k, v in spec.to_dict().items() if k not in IGNORED_FIELDS}
+    untaken = _LOSS_PARAM_FIELDS - set(spec.loss_params())  # e.g. q of a CCE run: never read
+    data = {k: v for k, v in spec.to_dict().items() if k not in IGNORED_FIELDS and k not in untaken}
     return json.dumps(data, sort_keys=True)
 
 
