@@ -408,13 +408,13 @@ def zoo_loss_value(names: Sequence[str]) -> go.Figure:
     against f_y; losses whose value is not a function of f_y alone are left out."""
     f = _fy_grid()
     fig = go.Figure()
-    for i, name in enumerate(names):
+    for name in names:
         loss = get_loss(name)
         if loss.of_fy is None:
             continue
         value = loss.of_fy(torch.as_tensor(f), **loss.defaults).numpy()
         params = ", ".join(f"{n}={v:g}" for n, v in loss.defaults.items())
-        fig.add_trace(go.Scatter(x=f, y=value, name=f"{loss.label}  {params}".strip(), line={"color": color_for(i)}))
+        fig.add_trace(go.Scatter(x=f, y=value, name=f"{loss.label}  {params}".strip(), line={"color": loss_color(name)}))
     fig.update_yaxes(range=[0, 6])
     return _layout(fig, "Loss of each loss against f_y (its paper's defaults)", "f_y (softmax probability of the label)",
                    "loss of one sample", "theory-zoo-value")
@@ -426,14 +426,14 @@ def zoo_gradient_weight(names: Sequence[str]) -> go.Figure:
     pushes the model, relative to CCE (1 everywhere)."""
     f = _fy_grid()
     fig = go.Figure()
-    for i, name in enumerate(names):
+    for name in names:
         loss = get_loss(name)
         if loss.grad_weight is None:
             continue
         weight = loss.grad_weight(torch.as_tensor(f), **loss.defaults).numpy()
         params = ", ".join(f"{n}={v:g}" for n, v in loss.defaults.items())
         fig.add_trace(go.Scatter(x=f, y=np.clip(weight, 1e-6, None), name=f"{loss.label}  {params}".strip(),
-                                 line={"color": color_for(i)}))
+                                 line={"color": loss_color(name)}))
     fig.update_yaxes(type="log", range=[-3, 1.7], dtick=1)  # 0.001 to 50, a label a decade
     return _layout(fig, "Gradient weight of each loss (its paper's defaults)", "f_y (softmax probability of the label)",
                    "weight on the CCE gradient (log scale)", "theory-zoo")

@@ -78,6 +78,18 @@ def status_signature(records: Iterable) -> tuple:
     return tuple(sorted((r.id, str(r.status), bool(r.archived)) for r in records))
 
 
+def status_text(r) -> str:
+    """The status column: the status, flagged when a completed run ended at chance level and when
+    a queued run waits out a storage fault (jobs/storage.py)."""
+    status = RunStatus(r.status)
+    text = STATUS_ICONS[status]
+    if status == RunStatus.COMPLETED and getattr(r, "at_chance", False):
+        return text + " ⚠ at chance"
+    if status == RunStatus.QUEUED and getattr(r, "not_before", None) is not None and getattr(r, "storage_faults", 0):
+        return text + " ⏸ storage fault"
+    return text
+
+
 def runs_table(records: Sequence, selected: Iterable[str] = ()) -> pd.DataFrame:
     """One row per run with TABLE_COLUMNS plus a 'selected' flag column (first)."""
     chosen = set(selected)
@@ -90,7 +102,7 @@ def runs_table(records: Sequence, selected: Iterable[str] = ()) -> pd.DataFrame:
             "selected": r.id in chosen,
             "id": r.id,
             "run": run_text(r.spec),
-            "status": STATUS_ICONS[status],
+            "status": status_text(r),
             "progress": float(r.progress or 0.0),
             "epochs": f"{r.epochs_done}/{r.spec.epochs}",
             "ETA": format_eta(r.eta_seconds) if status in (RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.INTERRUPTED) else "",

@@ -76,3 +76,16 @@ def test_parse_tags():
     assert rl.parse_tags("paper, baseline ,, paper, x") == ["paper", "baseline", "x"]
     assert rl.parse_tags("   ") == []
     assert len(rl.parse_tags("y" * 99)[0]) == 40
+
+
+def test_status_flags_runs_at_chance_and_runs_waiting_for_storage():
+    from jobs.records import RunRecord
+
+    at_chance = RunRecord.__dict__["at_chance"]  # the store's rule, applied to the table's stand-in
+    done = Rec("c3", _spec(), RunStatus.COMPLETED, summary={"warning": "ended at chance level: test accuracy 9.72%"})
+    done.at_chance = at_chance.fget(type("R", (), {"warning": done.summary["warning"]})())
+    waiting = Rec("d4", _spec(), RunStatus.QUEUED)
+    waiting.storage_faults, waiting.not_before = 2, datetime(2025, 1, 2, 3, 5, tzinfo=timezone.utc)
+    plain = Rec("e5", _spec(), RunStatus.COMPLETED, summary={"last_test_acc": 0.9})
+    assert [rl.status_text(r) for r in (done, waiting, plain)] == [
+        "✔ completed ⚠ at chance", "○ queued ⏸ storage fault", "✔ completed"]

@@ -152,6 +152,10 @@ def live(run_filter: dict, chosen_values: dict, selected: list[str], metric: str
         colors = rl.run_colors(chosen, labels)
         st.vega_lite_chart(spec=charts.live_curves(frame, metric, labels, colors), width="stretch")
     for r in chosen:
+        if r.status == RunStatus.COMPLETED and r.warning:
+            st.warning(f"**Run #{r.id} ({ui.md_escape(r.spec.label())})**: {ui.md_escape(r.warning)}")
+        if r.status == RunStatus.QUEUED and r.storage_faults and r.error:
+            st.warning(f"**Run #{r.id} waits for storage.** {ui.md_escape(r.error)}")
         if r.status == RunStatus.FAILED:
             why, details = rl.failure_text(r.error)
             st.error(f"**Run #{r.id} ({ui.md_escape(r.spec.label())}) failed.** {ui.md_escape(why)}")
