@@ -369,9 +369,7 @@ def sweep_table(specs: Mapping[str, RunSpec], summaries: Mapping[str, dict], par
         if run_id not in summaries or summaries[run_id].get(key) is None:
             continue
         params = {n: v for n, v in s.loss_params().items() if n != param}
-        label = " ".join([_loss_label(s).split(" ")[0] if s.loss in ("cce", "mae", "lq") else
-                          {"truncated_lq": "truncated Lq"}.get(s.loss, s.loss),
-                          *(f"{n}={v:g}" for n, v in params.items())])
+        label = " ".join([get_loss(s.loss).short_label, *(f"{n}={v:g}" for n, v in params.items())])
         d = s.to_dict()
         label = " | ".join([label, *(f"{FIELD_WORDS.get(f, f)}={_value(d[f])}" for f in other)])
         x = float(getattr(s, param)) if _takes(s, param) else math.nan
@@ -397,7 +395,7 @@ def sweep_bound(specs: Mapping[str, RunSpec], param: str, xs: Sequence[float]) -
     if len({s.dataset for s in runs}) != 1:
         return empty, "the runs are on several data sets (c differs)"
     c = runs[0].num_classes
-    lq = [s for s in runs if s.loss in ("lq", "truncated_lq")]
+    lq = [s for s in runs if get_loss(s.loss).risk_bound is not None]  # the losses the theorem is about
     if param == "q":
         rates = {s.noise_rate for s in runs}
         if len(rates) != 1:

@@ -54,7 +54,7 @@ def excess_risk_bound(num_classes: int, q: float, rate: float) -> float:
     c, q = _check_classes(num_classes), check_q(q)
     if not 0.0 <= rate < 1.0 - 1.0 / c:
         raise ValueError(f"rate must be in [0, 1 - 1/c) = [0, {1 - 1 / c:.4g}), got {rate}")
-    return rate * (c ** (1.0 - q) - 1.0) / (q * (c - 1))
+    return get_loss("lq").risk_bound(c, rate, q=q)
 
 
 def loss_bounds(loss: str, num_classes: int, **params: float) -> tuple[float, float]:

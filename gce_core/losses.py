@@ -112,6 +112,8 @@ class Loss:
     needs_run : why ``values`` cannot be computed from logits and targets alone (forward
         correction: "needs its run's transition matrix"); "" when it can. ``criterion`` refuses
         such a loss with this reason.
+    risk_bound : (c, rate, **params) -> the paper's bound on the excess risk R_eta(f*) - R_eta(f_hat)
+        under uniform noise of ``rate`` < 1 - 1/c (Lq's Theorem); None for the other losses.
     check_run : (spec) -> (field, message) when the rest of a valid run spec does not suit the
         loss (truncated Lq must prune within the run, forward_est needs two epochs or more), else
         None; the spec calls it once, at validation, and reports the message on that field.
@@ -131,6 +133,7 @@ class Loss:
     check_run: Callable[[Any], tuple[str, str] | None] | None = None
     aliases: tuple[str, ...] = ()
     short: str = ""  # the label in legends and group names, where it differs from ``label``
+    risk_bound: Callable[..., float] | None = None  # (c, rate, **params) -> excess-risk bound under uniform noise
 
     @property
     def short_label(self) -> str:
@@ -312,6 +315,12 @@ def log_prob_of_target(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 def lq_of_log_prob(log_p: torch.Tensor, q: float) -> torch.Tensor:
     """Lq from log-probabilities: (1 - p^q) / q = -expm1(q log p) / q, exact for small q."""
     return torch.expm1(log_p * q) / -q
+
+
+def _lq_risk_bound(c: int, rate: float, *, q: float) -> float:
+    """A = eta (c^(1-q) - 1) / (q (c - 1)): the paper's bound on Lq's excess risk under uniform
+    noise of rate eta < 1 - 1/c. Zero at q = 1 (noise tolerant)."""
+    return rate * (c ** (1.0 - q) - 1.0) / (q * (c - 1))
 
 
 def lq_constant(k: float, q: float) -> float:
@@ -580,6 +589,7 @@ register(
     ),
     Loss(
         "lq", "Lq (GCE)", "(1 - f_y^q) / q", _lq_values, _GCE, params=(_Q,), aliases=("gce",), short="Lq",
+        risk_bound=_lq_risk_bound,
         of_fy=lambda f, q: lq_of_log_prob(_log(f), q), grad_weight=lambda f, q: _as_fy(f) ** q,
         sum_bounds=_lq_band,
     ),

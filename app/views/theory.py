@@ -46,7 +46,7 @@ def bounds_table(c: int, qs: list[float], k: float, rate: float) -> pd.DataFrame
                 rows.append({"loss": loss, "q": q, "lower": None, "upper": None, "width": None, "note": str(exc)})
                 continue
             note = ""
-            if loss == "lq" and rate < 1 - 1 / c:
+            if get_loss(loss).risk_bound is not None and rate < 1 - 1 / c:
                 note = f"excess-risk bound A = {excess_risk_bound(c, q, rate):.3f} at η = {rate:g}"
             rows.append({
                 "loss": loss, "q": q if takes_q else None, "lower": round(lo, 3),
