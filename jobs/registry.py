@@ -27,22 +27,21 @@ class WorkerInfo:
 
 
 def data_folder_report() -> dict:
-    """The data sets in this machine's data folder ($GCE_LAB_DATA, else ~/.gce_lab/data), by the
-    folders torchvision reads (present, not verified: a corrupted one still fails its run at once)."""
-    from gce_core.data import DATASETS, default_data_root
+    """The built-in data sets this machine has ($GCE_LAB_DATA, else ~/.gce_lab/data): the embedded
+    ones, and those whose files torchvision reads are in the data folder (gce_core.data's
+    check_available: present, not verified; a corrupted one still fails its run at once)."""
+    from gce_core.data import DATASETS, DatasetNotFoundError, check_available, default_data_root
 
     root = default_data_root()
-    folders = {"fashion_mnist": root / "FashionMNIST" / "raw", "cifar10": root / "cifar-10-batches-py",
-               "cifar100": root / "cifar-100-python"}
 
     def there(name: str) -> bool:
         try:
-            return folders[name].is_dir() and any(folders[name].iterdir())
-        except OSError:  # not readable: as good as absent
+            check_available(name, root)
+        except (DatasetNotFoundError, OSError):  # missing, or not readable: as good as absent
             return False
+        return True
 
-    present = [name for name, info in DATASETS.items() if info.embedded or (name in folders and there(name))]
-    return {"root": str(root), "present": present}
+    return {"root": str(root), "present": [name for name in DATASETS if there(name)]}
 
 
 def _json_dict(text: str | None) -> dict | None:

@@ -285,9 +285,9 @@ def test_the_data_folder_report_lists_what_a_supervisor_has(tmp_path, monkeypatc
     from tests.fake_datasets import write_cifar10
 
     monkeypatch.setenv("GCE_LAB_DATA", str(tmp_path))
-    assert data_folder_report() == {"root": str(tmp_path), "present": ["digits"]}
+    assert data_folder_report() == {"root": str(tmp_path), "present": ["digits", "mnist5k"]}  # the embedded ones
     write_cifar10(tmp_path)
-    assert data_folder_report()["present"] == ["digits", "cifar10"]
+    assert data_folder_report()["present"] == ["digits", "mnist5k", "cifar10"]
 
 
 # --- real run processes -------------------------------------------------------------------------
