@@ -22,7 +22,6 @@ from collections.abc import Callable
 import pytest
 
 from app.__main__ import healthy
-from jobs.client import LabClient
 from jobs.status import RunStatus
 
 pytestmark = pytest.mark.e2e
@@ -116,21 +115,6 @@ def lab(home):
     lab = Lab(home, ARTIFACTS / "lab.log")
     yield lab
     lab.stop()
-
-
-@pytest.fixture(scope="module")
-def client(home, lab) -> LabClient:
-    return LabClient(f"sqlite:///{home / 'gce_lab.db'}")
-
-
-@pytest.fixture(scope="module")
-def browser(home):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

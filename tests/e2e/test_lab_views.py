@@ -31,7 +31,6 @@ from tests.app_helpers import train_queued
 from tests.e2e.test_lab_browser import (
     ARTIFACTS,
     CHROMIUM,
-    CHROMIUM_ARGS,
     ROOT,
     VIEWPORT,
     assert_charts_titled,
@@ -96,21 +95,6 @@ def lab(home):
     server = Server(home, "views")
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def client(home, lab) -> LabClient:
-    return LabClient(f"sqlite:///{home / 'gce_lab.db'}")
-
-
-@pytest.fixture(scope="module")
-def browser(home):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 class Traffic:

@@ -15,11 +15,9 @@ import os
 
 import pytest
 
-from jobs.client import LabClient
 from tests.e2e.test_lab_browser import (
     ARTIFACTS,
     CHROMIUM,
-    CHROMIUM_ARGS,
     Lab,
     assert_clean,
     open_page,
@@ -56,21 +54,12 @@ def monkeypatch_module():
 
 
 @pytest.fixture(scope="module")
-def client(home, lab) -> LabClient:
-    return LabClient(f"sqlite:///{home / 'gce_lab.db'}")
-
-
-@pytest.fixture(scope="module")
-def page(lab):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport=SMALL)
-        page = context.new_page()
-        page.set_default_timeout(90_000)  # a shared 2-core machine: the first page imports torch
-        yield page
-        browser.close()
+def page(lab, browser):
+    context = browser.new_context(viewport=SMALL)
+    page = context.new_page()
+    page.set_default_timeout(90_000)  # a shared 2-core machine: the first page imports torch
+    yield page
+    context.close()
 
 
 def view_shot(page, name: str) -> None:
