@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import pathlib
 import time
 
 from gce_core.loss_zoo import estimation_epochs
@@ -88,3 +89,17 @@ def vega_charts(at) -> list[tuple[dict, dict]]:
         datasets = {d.name: convert_arrow_bytes_to_pandas_df(d.data.data) for d in el.proto.datasets}
         out.append((json.loads(el.proto.spec), datasets))
     return out
+
+
+def lab_processes(home: pathlib.Path) -> list[int]:
+    """Pids whose environment names this lab home: the launcher, its children and theirs."""
+    needle = f"GCE_LAB_HOME={home}".encode()
+    pids = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids

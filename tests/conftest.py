@@ -154,3 +154,16 @@ def store_url(request, lab_home):
         server.drop_database(name)
     else:
         raise NotImplementedError(f"no fixture for store backend {request.param!r}")
+
+
+@pytest.fixture
+def cli(store_url, capsys):
+    """``python -m jobs`` in this process against the test's store: (exit code, stdout, stderr)."""
+    from jobs.cli import main
+
+    def run(*argv):
+        code = main(["--db", store_url, *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

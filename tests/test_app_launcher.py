@@ -15,6 +15,7 @@ import time
 import pytest
 
 from app import __main__ as launcher
+from tests.app_helpers import lab_processes
 from tests.conftest import free_port
 
 
@@ -136,20 +137,6 @@ def test_a_held_port_names_the_process_that_holds_it(lab_home):
 
 
 # --- a real lab: the children go when the launcher goes ---------------------------------------------
-def lab_processes(home: pathlib.Path) -> list[int]:
-    """Pids whose environment names this lab home: the launcher, its children and theirs."""
-    needle = f"GCE_LAB_HOME={home}".encode()
-    pids = []
-    for entry in pathlib.Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def wait_for(check, timeout: float):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

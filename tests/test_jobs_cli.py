@@ -5,21 +5,11 @@ import signal
 import pytest
 
 from jobs import config
-from jobs.cli import format_seconds, format_table, main
+from jobs.cli import format_seconds, format_table
 from jobs.client import LabClient
 from jobs.status import RunStatus
 
 TINY = ["--dataset", "digits", "--model", "mlp", "--train-subset", "200", "--epochs", "2", "--batch-size", "64"]
-
-
-@pytest.fixture
-def cli(store_url, capsys):
-    def run(*argv):
-        code = main(["--db", store_url, *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def test_submit_list_show_cancel_and_export(cli, store_url, tmp_path):

@@ -23,16 +23,6 @@ DIGITS = ["grid", "--datasets", "digits", "--noises", "uniform:0.2,0.4", "--loss
           "--preset", "quick", "--epochs", "3", "--train-subset", "100"]
 
 
-@pytest.fixture
-def cli(store_url, capsys):
-    def run(*argv):
-        code = main(["--db", store_url, *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
 def test_no_wait_queues_the_grid_and_a_second_call_reuses_every_run(cli, store_url):
     code, out, err = cli(*DIGITS, "--no-wait")
     assert code == 0, err

@@ -23,6 +23,7 @@ import pytest
 
 from app.__main__ import healthy
 from jobs.status import RunStatus
+from tests.app_helpers import lab_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -86,20 +87,6 @@ class Lab:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
-
-
-def processes_of(home: pathlib.Path) -> list[int]:
-    """Pids whose environment names this lab home (the launcher's children and their children)."""
-    needle = f"GCE_LAB_HOME={home}".encode()
-    pids = []
-    for entry in pathlib.Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
 
 
 @pytest.fixture(scope="module")
@@ -341,12 +328,12 @@ def test_teaching_mode_hides_advanced_controls(lab, page):
 
 
 def test_ctrl_c_stops_both_and_a_restart_loses_nothing(lab, client, page, home):
-    assert processes_of(home), "no lab process found"
+    assert lab_processes(home), "no lab process found"
     if not client.count_runs():  # run alone (-k): give the restart something to keep
         client.submit({"dataset": "digits", "epochs": 1, "noise": "uniform", "noise_rate": 0.2})
     before = {r.id: r.status for r in client.list_runs()}
     assert lab.stop(signal.SIGINT) == 0
-    wait_until("every lab process to exit", lambda: not processes_of(home), 30)
+    wait_until("every lab process to exit", lambda: not lab_processes(home), 30)
     assert not healthy(lab.url)
     assert "SIGINT received, stopping the worker and the server" in lab.log()
     again = Lab(home, ARTIFACTS / "lab-restart.log")
