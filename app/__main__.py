@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0])
     p.add_argument("--address", default="127.0.0.1", help="address the web server binds (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8501, help="web server port (default: 8501)")
-    p.add_argument("--slots", type=int, default=None, help="runs trained at once (default: the worker's, $GCE_LAB_SLOTS or half the CPU cores)")
+    p.add_argument("--slots", type=int, default=None, help="runs trained at once (default: the worker's, $GCE_LAB_SLOTS or half the CPU cores, at least 3)")
     p.add_argument("--no-worker", action="store_true", help="start the web server only; workers run elsewhere (default: start one)")
     p.add_argument("--public-host", action="append", default=[], metavar="NAME", help="a name the lab is reached by besides loopback (a reverse proxy, a DNS name), repeatable; needs a password (default: $GCE_LAB_PUBLIC_HOST)")
     return p

@@ -1,14 +1,17 @@
 """Launch to first curve point, end to end: runs submitted through the job runner (a real
-`python -m jobs worker`, 2 CPU slots, its warm run processes already idle) against the same runs
-as cold processes (`python -m gce_core train`, one after another), measured in the same run.
+`python -m jobs worker` with its default CPU slots, its warm run processes already idle) against
+the same runs as cold processes (`python -m gce_core train`, one after another), measured in the
+same run.
 
-    python -m bench.bench_instant [--rounds 5] [--busy N]
+    python -m bench.bench_instant [--rounds 5] [--busy N] [--slots N]
 
 Per group of runs (the quick demo: CCE, MAE and Lq on digits with 40% uniform noise; and 3 losses
 x 3 seeds) and per round, in alternating order: seconds from submit to the first epoch row in
 the store, and to every run completed; for the cold side, from the first process's start to its
 first epoch line, and to the last process's exit. ``--busy N`` runs N busy processes beside it
-(a loaded machine). Also: what a warm process spends setting up a run (data, model, optimiser).
+(a loaded machine). Also: what a warm process spends setting up a run (data, model, optimiser),
+and the same groups through workers with other slot counts (1, 2, 3 on this machine's cores),
+side by side in alternating order: the evidence for the default.
 """
 
 from __future__ import annotations
@@ -60,20 +63,20 @@ def busy_processes(n: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def lab_worker(home: Path) -> Iterator[object]:
-    """A real `python -m jobs worker` on ``home``, 2 CPU slots; yields a LabClient once its run
-    processes have warmed up."""
+def lab_worker(home: Path, slots: int) -> Iterator[object]:
+    """A real `python -m jobs worker` on ``home`` with ``slots`` CPU slots; yields a LabClient once
+    its run processes have warmed up."""
     from jobs.client import LabClient
 
     url = f"sqlite:///{home / 'gce_lab.db'}"
     env = {**os.environ, "GCE_LAB_HOME": str(home), "GCE_LAB_DB_URL": url, "PYTHONPATH": str(ROOT)}
     log = open(home / "worker.log", "ab")  # noqa: SIM115 - closed below
-    worker = subprocess.Popen([sys.executable, "-m", "jobs", "worker", "--slots", "2", "--cpu"],
+    worker = subprocess.Popen([sys.executable, "-m", "jobs", "worker", "--slots", str(slots), "--cpu"],
                               env=env, stdout=log, stderr=subprocess.STDOUT)
     client = LabClient(url)
     try:
         deadline = time.monotonic() + 300
-        while _ready_processes(home) < 2:
+        while _ready_processes(home) < slots:
             if worker.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the worker did not warm up; see {home / 'worker.log'}")
             time.sleep(0.05)
@@ -161,13 +164,48 @@ def setup_costs(repeats: int = 20) -> dict[str, float]:
 QUICK = "quick demo (CCE, MAE, Lq)"
 
 
-def run(rounds: int = 5, busy: int = 0, groups: tuple[str, ...] = tuple(GROUPS)) -> Report:
+def slot_choices(rounds: int, choices: tuple[int, ...] = (1, 2, 3)) -> Table:
+    """Each group through workers with each slot count in ``choices`` (all warm at once, each on its
+    own store), in alternating order round after round; medians of submit to all completed."""
+    from jobs.config import default_cpu_slots
+
+    done: dict[tuple[str, int], list[float]] = {}
+    with contextlib.ExitStack() as stack:
+        clients = {}
+        for n in choices:
+            home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            clients[n] = stack.enter_context(lab_worker(home, n))
+            through_runner(clients[n], _specs(GROUPS[QUICK]))  # untimed: warm the store
+        for name, fields in GROUPS.items():
+            specs = _specs(fields)
+            for r in range(rounds):
+                for n in choices if r % 2 == 0 else choices[::-1]:
+                    done.setdefault((name, n), []).append(through_runner(clients[n], specs)[1])
+    cores = os.cpu_count() or 1
+    rows = [[f"{n}{' (default)' if n == default_cpu_slots() else ''}", str(max(1, cores // n)),
+             *(fmt_s(statistics.median(done[(name, n)])) for name in GROUPS)] for n in choices]
+    return Table(
+        f"Slot counts: submit to all completed ({rounds} rounds, medians)",
+        ["CPU slots", "torch threads each", *(f"{name}: all completed" for name in GROUPS)],
+        rows,
+        f"A `python -m jobs worker --slots N` per row, all warm at once on {cores} cores, each on its own "
+        "store; the groups go to each in alternating order. A slot has cores / slots torch threads "
+        "(at least 1).",
+    )
+
+
+def run(rounds: int = 5, busy: int = 0, groups: tuple[str, ...] = tuple(GROUPS), slots: int | None = None) -> Report:
+    from jobs.config import default_cpu_slots
+
+    which = "its default here" if not slots or slots == default_cpu_slots() else "not its default"
+    slots = slots or default_cpu_slots()
     facts = device_facts("cpu")
+    facts["worker slots"] = str(slots)
     facts["busy processes beside it"] = str(busy)
     rows, summary = [], []
     with tempfile.TemporaryDirectory() as tmp, busy_processes(busy):
         home = Path(tmp)
-        with lab_worker(home) as client:
+        with lab_worker(home, slots) as client:
             through_runner(client, _specs(GROUPS[QUICK]))  # untimed: warm the store
             for name in groups:
                 specs = _specs(GROUPS[name])
@@ -198,8 +236,8 @@ def run(rounds: int = 5, busy: int = 0, groups: tuple[str, ...] = tuple(GROUPS))
         ["runs", "n", "lab: first row", "lab: all completed", "cold: first epoch", "cold: all done",
          "cold / lab, first", "cold / lab, completed"],
         rows,
-        "lab: `LabClient.submit_group` to rows in the store, through a `python -m jobs worker` with 2 CPU "
-        "slots whose warm run processes are idle. cold: `python -m gce_core train` per run, one after "
+        f"lab: `LabClient.submit_group` to rows in the store, through a `python -m jobs worker` with {slots} CPU "
+        f"slots ({which}) whose warm run processes are idle. cold: `python -m gce_core train` per run, one after "
         "another (a process start each: Python, torch, the library, the first optimiser).",
     )
     tables = [table]
@@ -212,6 +250,7 @@ def run(rounds: int = 5, busy: int = 0, groups: tuple[str, ...] = tuple(GROUPS))
             "Measured in this process after the warm process's warm_up(): the raw data set is loaded "
             "once per process (gce_core.data.load_raw's cache), so a run's data is a few tensor ops.",
         ))
+        tables.append(slot_choices(max(rounds, 5)))
     title = "Instant runs: the job runner's warm processes against cold processes"
     if busy:
         title += f", with {busy} busy processes beside them"
@@ -222,10 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds per group (default: 5)")
     parser.add_argument("--busy", type=int, default=0, help="busy processes beside the benchmark (default: 0)")
+    parser.add_argument("--slots", type=int, default=None, help="the worker's CPU slots (default: its own default)")
     parser.add_argument("--quick-demo-only", action="store_true", help="only the quick demo group (default: both)")
     args = parser.parse_args(argv)
     groups = (QUICK,) if args.quick_demo_only else tuple(GROUPS)
-    print(run(rounds=args.rounds, busy=args.busy, groups=groups).markdown())
+    print(run(rounds=args.rounds, busy=args.busy, groups=groups, slots=args.slots).markdown())
 
 
 if __name__ == "__main__":

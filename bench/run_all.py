@@ -30,7 +30,7 @@ the CPU, torch version, intra-op threads and the load average when it started.
 
 | script | lab | baseline |
 |---|---|---|
-| `bench/bench_instant.py` | runs submitted through a real `python -m jobs worker` (2 CPU slots, warm run processes idle): submit to the first stored epoch row, and to every run completed; also with 2 busy processes beside it | the same runs as cold `python -m gce_core train` processes, one after another, in the same run |
+| `bench/bench_instant.py` | runs submitted through a real `python -m jobs worker` (its default CPU slots, warm run processes idle; and workers with 1, 2 and 3 slots side by side): submit to the first stored epoch row, and to every run completed; also with 2 busy processes beside it | the same runs as cold `python -m gce_core train` processes, one after another, in the same run |
 | `bench/bench_trainer.py` | one complete epoch of `gce_core.train` on the digits quick preset, CCE and Lq | a plain per-batch loop over the same device tensors (model, loss, backward, `torch.optim.SGD` step), in the same run |
 | `bench/bench_throughput.py` | `train_one_epoch` on CIFAR-shaped data | the device's peak: a large matmul measured in the same process (and on known GPUs the vendor's dense bf16 figure) |
 """

@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run the supervisor: claims queued runs, one per slot")
     p.add_argument("--slots", type=int, default=None,
-                   help="runs at once on a CPU machine (default: $GCE_LAB_SLOTS, else half the cores); "
+                   help="runs at once on a CPU machine (default: $GCE_LAB_SLOTS, else half the cores, at least 3); "
                         "with GPUs, one slot per GPU")
     p.add_argument("--cpu", action="store_true", help="use CPU slots even if GPUs are visible (default: no)")
     p.add_argument("--executor", choices=config.EXECUTORS, default=None,

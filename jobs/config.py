@@ -7,7 +7,7 @@ second lab on the same machine only has to set them.
 |---------------------------------|---------------------------------|-------------------------------|
 | GCE_LAB_HOME                    | ~/.gce_lab                      | database, checkpoints, logs   |
 | GCE_LAB_DB_URL                  | sqlite:///<lab home>/gce_lab.db | any SQLAlchemy URL            |
-| GCE_LAB_SLOTS                   | max(1, CPU cores // 2)          | runs at once on a CPU machine |
+| GCE_LAB_SLOTS                   | max(3, CPU cores // 2)          | runs at once on a CPU machine |
 | GCE_LAB_SLOTS_PER_GPU           | 1                               | runs at once on each GPU      |
 | GCE_LAB_MAX_QUEUED_PER_OWNER    | 200                             | queued runs one owner may have|
 | GCE_LAB_MAX_EPOCHS              | 1000                            | epochs of one run             |
@@ -99,8 +99,10 @@ def _env_number(name: str, default, kind=int):
 
 
 def default_cpu_slots() -> int:
-    """$GCE_LAB_SLOTS, else half the CPU cores (at least 1): each run then gets 2 threads."""
-    return max(1, _env_number(ENV_SLOTS, max(1, (os.cpu_count() or 1) // 2)))
+    """$GCE_LAB_SLOTS, else half the CPU cores but at least 3: a comparison's three losses train
+    side by side (on 2 cores, 3 one-thread runs complete the quick demo sooner than 2 slots or one
+    2-thread slot: docs/BENCHMARKS.md), and on a bigger machine each run gets 2 threads."""
+    return max(1, _env_number(ENV_SLOTS, max(3, (os.cpu_count() or 1) // 2)))
 
 
 def slots_per_gpu() -> int:

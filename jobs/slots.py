@@ -37,7 +37,7 @@ def _threads_env(threads: int) -> dict[str, str]:
 def detect_slots(cpu_slots: int | None = None, *, gpus: Sequence[str] | None = None,
                  per_gpu: int | None = None) -> list[Slot]:
     """The slots of this machine. gpus None -> visible_gpus(); pass [] to use CPU slots only.
-    cpu_slots None -> $GCE_LAB_SLOTS or half the cores; per_gpu None -> $GCE_LAB_SLOTS_PER_GPU."""
+    cpu_slots None -> $GCE_LAB_SLOTS or max(3, half the cores); per_gpu None -> $GCE_LAB_SLOTS_PER_GPU."""
     gpus = visible_gpus() if gpus is None else list(gpus)
     if gpus:
         per_gpu = per_gpu if per_gpu is not None else slots_per_gpu()

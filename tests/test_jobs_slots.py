@@ -38,6 +38,17 @@ def test_cpu_slots_split_the_cores_and_hide_the_gpus(monkeypatch):
         detect_slots(0, gpus=[])
 
 
+@pytest.mark.parametrize(("cores", "slots", "threads"), [(2, 3, "1"), (4, 3, "1"), (8, 4, "2"), (32, 16, "2")])
+def test_default_cpu_slots_are_half_the_cores_but_at_least_3(monkeypatch, cores, slots, threads):
+    for name in ("GCE_LAB_SLOTS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    got = detect_slots(gpus=[])
+    assert len(got) == slots and {s.env["OMP_NUM_THREADS"] for s in got} == {threads}
+    monkeypatch.setenv("GCE_LAB_SLOTS", "1")
+    assert len(detect_slots(gpus=[])) == 1
+
+
 # --- a warm process's reports, with a stand-in that speaks the protocol ----------------------------
 STAND_IN = r"""
 import sys
