@@ -56,9 +56,12 @@ READING = """## Reading the figures
   library, the first torch optimiser: seconds) before a run is claimed, so the first epoch row of
   a submitted run is in the store after one epoch of training plus a supervisor step (it looks at
   the queue every 0.05 s). What is left of a run is its training: a quick-preset digits run is
-  60 epochs of 20-30 ms on one thread, so the quick demo (3 runs on 2 slots) completes in about
-  two run lengths and 9 runs in five; on this 2-vCPU machine two runs side by side also slow each
-  other. The cold side pays the process start once per run.
+  60 epochs of 15-20 ms on one thread, about 1 s. The cold side pays the process start once per
+  run.
+- **Why 3 slots on 2 cores.** The slot-count table: with 3 one-thread slots (the default here)
+  the quick demo's three runs train side by side; with 2 slots the third run waits for a free
+  slot, and one slot of 2 threads (the earlier default, half the cores) trains them one after
+  another, because a second intra-op thread speeds this small MLP up by only about 1.3x.
 - **What the trainer adds to a plain loop.** Per batch the lab's trainer does what the plain
   loop does (model, loss, autograd backward, a torch optimiser step), plus keeping the batch's
   logits for the epoch's training-set metrics; per epoch it adds those metrics (accuracies on
@@ -68,15 +71,20 @@ READING = """## Reading the figures
   The lab steps torch's fused SGD kernel, the plain loop torch's default SGD.
 - **Lq against CCE.** Lq is computed from log-probabilities (`-expm1(q * log_softmax_y) / q`)
   with autograd's gradient: a few element-wise ops more than CCE's fused kernels.
-- **Why "completed" misses its target: the arithmetic of a digits run.** One step of the quick
+- **Why 3 losses x 3 seeds misses 6 s: the arithmetic of a digits run.** One step of the quick
   preset's MLP (64-256-256-10, batch 128) is about 21.6 MFLOP forward and 39 MFLOP backward; a run
-  is 660 steps, about 40 GFLOP. One thread of this CPU does about 67 GFLOP/s on these matrix shapes
-  (measured on 2026-11-25), so a run cannot take less than about 0.6 s of pure arithmetic; measured
-  in a warm process it takes about 1.36 s on one thread (1.9 ms a step, 60 epochs, evaluation
-  included), and autograd's backward is 60% of it. Three runs on two slots are two run lengths
-  (about 2.7 s) before any orchestration; nine runs are five. torch.compile (inductor) made the
-  epoch no faster here (37 ms against 33 ms eager, same process, 20 alternating epochs). Reaching
-  2.5 s and 6 s would take hand-written kernels or a smaller preset, which the issue rules out.
+  is 660 steps, about 40 GFLOP, and takes about 0.95 s in a warm process on one thread (measured
+  2026-12-06 with cProfile: 89% the training pass, which is model, loss, autograd backward and
+  torch's fused SGD step; 10% the per-epoch evaluation). Nine runs are then about 8.5 core-seconds,
+  and two processes side by side on this 2-vCPU machine get about 1.35 times the throughput of
+  one, not 2, so nine runs need about 6.2 s of wall time whatever the slot count (the table: 2
+  and 3 slots within 0.1 s of each other). What was tried: torch.compile (inductor) made the
+  epoch no faster (37 ms against 33 ms eager, 2026-11-25); bf16 autocast, although this CPU has
+  AVX512-BF16, made a step 1.08-1.15 ms against 1.19-1.23 ms (the casts eat the gain on these
+  shapes), not worth a second numeric path; the fused SGD step is already 5% of a step. A
+  64-128-128-10 MLP halves a run, but it changes what the lab shows (truncated Lq at 60% noise
+  fell from 84% to 55%, MAE at 40% from 92% to 86%), so the preset stays and the target is
+  missed by about 0.5 s.
 - **Threads and a shared machine.** With two vCPUs, two intra-op threads win only when both run
   on a core of their own; compare figures from the same run only.
 """
