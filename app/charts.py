@@ -1,12 +1,13 @@
 """Figure builders of the lab. Every figure has a title and titled axes with units; pages only
 pass data in. Accuracies are stored as shares in [0, 1] and shown in percent.
 
-Plotly for the figures that are drawn once (its camera button saves a PNG). The live curves of
-the Runs page are Vega-Lite (built with Altair) instead: Streamlit re-mounts a Plotly chart
-whenever its data change, which resets the user's zoom at every refresh, while a Vega chart
-whose spec is unchanged gets its new rows swapped into the same view. The zoom there is a brush
-on an overview strip, kept in epoch units, because Vega resets a wheel (scale-bound) zoom when
-the data change but keeps a brush.
+Plotly for the figures that are drawn once (its camera button saves a PNG). The charts that
+refresh while runs train, the live curves of Runs and the bands of Compare, are Vega-Lite
+(built with Altair) instead: Streamlit re-mounts a Plotly chart whenever its data change, which
+resets the user's zoom at every refresh, while a Vega chart whose spec is unchanged (the rows in
+a named dataset) gets its new rows swapped into the same view. The zoom there is a brush on an
+overview strip, kept in epoch units, because Vega resets a wheel (scale-bound) zoom when the
+data change but keeps a brush. Streamlit's toolbar of a Vega chart saves it as a PNG.
 """
 
 from __future__ import annotations
