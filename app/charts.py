@@ -287,7 +287,8 @@ def band_chart(
 
     domain = [labels[g] for g in order]
     scale = alt.Scale(domain=domain, range=[(colors or {}).get(g) or color_for(i) for i, g in enumerate(order)]) if order else alt.Undefined
-    color = alt.Color("line:N", title=None, sort=domain, scale=scale, legend=alt.Legend(orient="bottom", columns=3, labelLimit=600))
+    color = alt.Color("line:N", title=None, sort=domain, scale=scale, legend=alt.Legend(
+        orient="bottom", columns=3, labelLimit=600, symbolOpacity=1))  # the lines' full colours, not the pale band's
     zoom = alt.selection_interval(encodings=["x"], name="zoom")
     ticks = alt.Axis(tickMinStep=1, format="d")  # integer epochs: a run of 3 epochs shows 1, 2, 3
     x = alt.X("epoch:Q", title="epoch", scale=alt.Scale(domain={"param": "zoom"}), axis=ticks)
@@ -334,7 +335,10 @@ def band_chart(
     pooled = bool(order) and (bands["n"] > 1).any()
     head = y_title.split(" (")[0] + (": mean ± std over runs" if pooled else "")
     title = alt.TitleParams(head, subtitle=subtitle or alt.Undefined, anchor="start")
-    spec = alt.vconcat(detail, overview, title=title).to_dict(validate=False)
+    # Streamlit stretches a plain view of a vconcat to the container; the strip under panels
+    # keeps their width instead (a one-view hconcat), so that it spans the same epochs' width.
+    strip = overview if panels == [None] else alt.hconcat(overview)
+    spec = alt.vconcat(detail, strip, title=title).to_dict(validate=False)
     for key in ("$schema", "config"):
         spec.pop(key, None)
     spec["datasets"] = {BANDS_DATASET: rows}

@@ -200,6 +200,7 @@ def test_band_chart_legend_names_n_and_colours_follow_the_groups():
     color = layers["mean"]["encoding"]["color"]
     assert color["scale"] == {"domain": ["CCE (n=2–3)", "Lq q=0.7 (n=2–3)"], "range": ["#d62728", "#1f77b4"]}
     assert all(layer["encoding"].get("color", color) == color for layer in layers.values())  # one legend, one colour a group
+    assert color["legend"]["symbolOpacity"] == 1  # the lines' full colours in the legend, not the pale band's
     assert layers["band"]["mark"]["opacity"] < 0.5 and layers["band"]["encoding"]["y2"]["field"] == "hi"
     assert layers["hover"]["mark"]["opacity"] == 0  # tooltips without markers at the band's edges
     assert all(layer["mark"]["type"] != "line" or "point" not in layer["mark"] for layer in layers.values())
@@ -218,7 +219,8 @@ def test_band_chart_panels_are_small_multiples_with_shared_axes():
     assert detail["spec"]["width"] == charts.PANEL_WIDTHS[3]
     rows = spec["datasets"]["bands"]
     assert {r["panel"] for r in rows} == {"uniform 0.2", "uniform 0.4", "pair 0.2", "pair 0.4"}
-    assert spec["vconcat"][1]["encoding"]["detail"]["field"] == "panel"  # the strip draws a line per panel
+    (strip,) = spec["vconcat"][1]["hconcat"]  # wrapped: Streamlit leaves its width, the panels' width
+    assert strip["encoding"]["detail"]["field"] == "panel" and strip["width"] == 3 * charts.PANEL_WIDTHS[3] + 2 * 16
     single = charts.band_chart(_bands(3), "test_acc")["vconcat"][0]
     assert "facet" not in single and single["width"] == "container"
 
