@@ -291,7 +291,7 @@ def band_chart(
         orient="bottom", columns=3, labelLimit=600, symbolOpacity=1))  # the lines' full colours, not the pale band's
     zoom = alt.selection_interval(encodings=["x"], name="zoom")
     ticks = alt.Axis(tickMinStep=1, format="d")  # integer epochs: a run of 3 epochs shows 1, 2, 3
-    x = alt.X("epoch:Q", title="epoch", scale=alt.Scale(domain={"param": "zoom"}), axis=ticks)
+    x = alt.X("epoch:Q", title="epoch", scale=alt.Scale(domain={"param": "zoom"}, nice=False), axis=ticks)  # ends at the last epoch
     y_scale = alt.Scale(zero=False)
 
     def y(field: str) -> alt.Y:  # one title for every layer, else Vega-Lite joins the field names
@@ -324,7 +324,7 @@ def band_chart(
         .transform_filter(alt.datum.kind == "band")
         .mark_line(clip=True)
         .encode(
-            x=alt.X("epoch:Q", title="epoch: drag here to zoom, double-click to reset", axis=ticks),
+            x=alt.X("epoch:Q", title="epoch: drag here to zoom, double-click to reset", axis=ticks, scale=alt.Scale(nice=False)),
             y=alt.Y("mean:Q", axis=None, scale=y_scale),
             color=color,
             detail="panel:N",
@@ -341,6 +341,8 @@ def band_chart(
     spec = alt.vconcat(detail, strip, title=title).to_dict(validate=False)
     for key in ("$schema", "config"):
         spec.pop(key, None)
+    if panels == [None]:  # stretched to the container, axes included (else the y axis overflows it)
+        spec["autosize"] = {"type": "fit-x", "contains": "padding"}
     spec["datasets"] = {BANDS_DATASET: rows}
     return spec
 

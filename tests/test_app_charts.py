@@ -184,10 +184,10 @@ def test_band_chart_spec_stays_the_same_while_the_data_grow():
     run = next(r for r in d2["bands"] if r["kind"] == "run" and r["run"] == "2" and r["epoch"] == 5)
     assert run["value"] == pytest.approx(45.0) and run["line"] == "CCE (n=2)"
     detail, overview = s1["vconcat"]
-    assert all(layer["encoding"]["x"]["scale"]["domain"] == {"param": "zoom"} for layer in detail["layer"])
+    assert all(layer["encoding"]["x"]["scale"] == {"domain": {"param": "zoom"}, "nice": False} for layer in detail["layer"])
     assert s1["params"] == [{"name": "zoom", "select": {"type": "interval", "encodings": ["x"]}, "views": ["overview"]}]
     assert overview["name"] == "overview" and "drag here to zoom" in overview["encoding"]["x"]["title"]
-    assert "domain" not in overview["encoding"]["x"].get("scale", {})  # the strip always spans every epoch
+    assert overview["encoding"]["x"]["scale"] == {"nice": False}  # the strip spans every epoch, up to the last
     assert s1["title"] == {"text": "test accuracy: mean ± std over runs", "subtitle": "4 runs", "anchor": "start"}
     ungrown = charts.band_chart(_bands(2), "test_acc", raw=None, colors=colors)
     assert "runs" not in _layers(ungrown) and {"band", "runs", "mean", "hover"} == set(_layers(s1))
@@ -221,8 +221,9 @@ def test_band_chart_panels_are_small_multiples_with_shared_axes():
     assert {r["panel"] for r in rows} == {"uniform 0.2", "uniform 0.4", "pair 0.2", "pair 0.4"}
     (strip,) = spec["vconcat"][1]["hconcat"]  # wrapped: Streamlit leaves its width, the panels' width
     assert strip["encoding"]["detail"]["field"] == "panel" and strip["width"] == 3 * charts.PANEL_WIDTHS[3] + 2 * 16
-    single = charts.band_chart(_bands(3), "test_acc")["vconcat"][0]
-    assert "facet" not in single and single["width"] == "container"
+    single = charts.band_chart(_bands(3), "test_acc")
+    assert "facet" not in single["vconcat"][0] and single["vconcat"][0]["width"] == "container"
+    assert single["autosize"] == {"type": "fit-x", "contains": "padding"}  # stretched, y axis included
 
 
 def test_band_chart_scales_values_like_the_metric_and_ticks_whole_epochs():
