@@ -1,12 +1,13 @@
 """Figure builders of the lab. Every figure has a title and titled axes with units; pages only
 pass data in. Accuracies are stored as shares in [0, 1] and shown in percent.
 
-Plotly for the figures that are drawn once (its camera button saves a PNG). The live curves of
-the Runs page are Vega-Lite (built with Altair) instead: Streamlit re-mounts a Plotly chart
-whenever its data change, which resets the user's zoom at every refresh, while a Vega chart
-whose spec is unchanged gets its new rows swapped into the same view. The zoom there is a brush
-on an overview strip, kept in epoch units, because Vega resets a wheel (scale-bound) zoom when
-the data change but keeps a brush.
+Plotly for the figures that are drawn once (its camera button saves a PNG). The charts that
+refresh while runs train, the live curves of Runs and the bands of Compare, are Vega-Lite
+(built with Altair) instead: Streamlit re-mounts a Plotly chart whenever its data change, which
+resets the user's zoom at every refresh, while a Vega chart whose spec is unchanged (the rows in
+a named dataset) gets its new rows swapped into the same view. The zoom there is a brush on an
+overview strip, kept in epoch units, because Vega resets a wheel (scale-bound) zoom when the
+data change but keeps a brush. Streamlit's toolbar of a Vega chart saves it as a PNG.
 """
 
 from __future__ import annotations
@@ -223,6 +224,129 @@ def _n_label(ns: Sequence[int]) -> str:
     return f"n={lo}" if lo == hi else f"n={lo}–{hi}"
 
 
+def _group_ns(bands: pd.DataFrame) -> dict[str, list[int]]:
+    """Group -> its number of runs in each panel (the most over its epochs), in order of appearance."""
+    ns: dict[str, list[int]] = {}
+    for group, rows in bands.groupby(["group", "panel"] if "panel" in bands else "group", sort=False):
+        ns.setdefault(group[0] if isinstance(group, tuple) else group, []).append(int(rows["n"].max()))
+    return ns
+
+
+def _panels(bands: pd.DataFrame) -> list:
+    """The panels of ``bands`` in order of appearance, or [None] for one."""
+    return list(dict.fromkeys(bands["panel"])) if "panel" in bands and bands["panel"].nunique() > 1 else [None]
+
+
+def _number(value: float, factor: float = 1.0) -> float | None:
+    return None if value is None or math.isnan(value) else float(value) * factor
+
+
+BANDS_DATASET = "bands"
+PANEL_WIDTHS = {2: 430, 3: 280}  # px per panel, so that a row of panels fits the wide layout
+
+
+def band_chart(
+    bands: pd.DataFrame,
+    metric: str,
+    *,
+    raw: pd.DataFrame | None = None,
+    subtitle: str = "",
+    colors: Mapping[str, str] | None = None,
+) -> dict:
+    """Vega-Lite spec (data included) of band_figure's chart, for
+    ``st.vega_lite_chart(spec=..., width="stretch")``: mean line and mean ± std band per group,
+    the legend naming each group with its number of runs (n), thin per-run lines from ``raw``
+    (group, run_id, epoch, value, maybe panel) and small multiples (shared axes, up to 3 a row)
+    when ``bands`` (group, epoch, mean, std, n, maybe panel; see compare_logic.aggregate) has
+    several panels. ``colors`` maps a group to a colour (else the palette). The title names the
+    metric and ``subtitle`` what the chart shows, so that a PNG from the chart's toolbar says it.
+
+    As in live_curves, a detail chart sits over a thin overview strip (drag on the strip to
+    zoom, double-click to reset), and the rows travel in the named dataset ``bands``: the spec
+    proper depends only on the metric, the groups with their n, the panels and the subtitle,
+    so while runs train Streamlit swaps the rows in the same view and the zoom stays."""
+    factor = metric_scale(metric)
+    y_title = metric_title(metric)
+    order = list(dict.fromkeys(bands["group"])) if not bands.empty else []
+    ns = _group_ns(bands)
+    labels = {g: f"{g} ({_n_label(ns[g])})" for g in order}
+    panels = _panels(bands)
+    empty = {"kind": "", "panel": "", "line": "", "run": None, "epoch": 0, "mean": None, "lo": None, "hi": None, "n": None, "value": None}
+    rows = []
+    for g, p, e, m, s, n in zip(bands["group"], bands["panel"] if "panel" in bands else [""] * len(bands),
+                                bands["epoch"], bands["mean"], bands["std"], bands["n"], strict=True):
+        s = 0.0 if s is None or math.isnan(s) else float(s)
+        rows.append({**empty, "kind": "band", "panel": str(p), "line": labels[g], "epoch": int(e), "mean": _number(m, factor),
+                     "lo": _number(m - s, factor), "hi": _number(m + s, factor), "n": int(n)})
+    if raw is not None and not raw.empty:
+        part = raw[raw["group"].isin(labels)]
+        for g, p, r, e, v in zip(part["group"], part["panel"] if "panel" in part else [""] * len(part),
+                                 part["run_id"], part["epoch"], part["value"], strict=True):
+            rows.append({**empty, "kind": "run", "panel": str(p), "line": labels[g], "run": str(r), "epoch": int(e),
+                         "value": _number(v, factor)})
+
+    domain = [labels[g] for g in order]
+    scale = alt.Scale(domain=domain, range=[(colors or {}).get(g) or color_for(i) for i, g in enumerate(order)]) if order else alt.Undefined
+    color = alt.Color("line:N", title=None, sort=domain, scale=scale, legend=alt.Legend(
+        orient="bottom", columns=3, labelLimit=600, symbolOpacity=1))  # the lines' full colours, not the pale band's
+    zoom = alt.selection_interval(encodings=["x"], name="zoom")
+    ticks = alt.Axis(tickMinStep=1, format="d")  # integer epochs: a run of 3 epochs shows 1, 2, 3
+    x = alt.X("epoch:Q", title="epoch", scale=alt.Scale(domain={"param": "zoom"}, nice=False), axis=ticks)  # ends at the last epoch
+    y_scale = alt.Scale(zero=False)
+
+    def y(field: str) -> alt.Y:  # one title for every layer, else Vega-Lite joins the field names
+        return alt.Y(f"{field}:Q", title=y_title, scale=y_scale)
+
+    def kind(name: str) -> alt.Chart:
+        return alt.Chart().transform_filter(alt.datum.kind == name)
+
+    band = kind("band").mark_area(opacity=0.18, clip=True).encode(x=x, y=y("lo"), y2="hi:Q", color=color)
+    runs = kind("run").mark_line(strokeWidth=1, opacity=0.35, clip=True).encode(x=x, y=y("value"), color=color, detail="run:N")
+    mean = kind("band").mark_line(strokeWidth=2.5, clip=True).encode(x=x, y=y("mean"), color=color)
+    hover = kind("band").mark_point(size=60, opacity=0, clip=True).encode(  # invisible: a tooltip per epoch, no marker
+        x=x, y=y("mean"), detail="line:N",
+        tooltip=[alt.Tooltip("line:N", title="line"), alt.Tooltip("epoch:Q"),
+                 alt.Tooltip("mean:Q", title=y_title, format=".4g"), alt.Tooltip("n:Q", title="runs")],
+    )
+    layers = alt.layer(band, *([runs] if raw is not None else []), mean, hover, data=alt.NamedData(BANDS_DATASET))
+    if panels == [None]:
+        detail, width = layers.properties(height=340, width="container"), "container"
+    else:
+        cols = min(len(panels), 3)
+        cell = PANEL_WIDTHS[cols]
+        detail = layers.properties(height=300, width=cell).facet(
+            facet=alt.Facet("panel:N", title=None, sort=[str(p) for p in panels], header=alt.Header(labelFontSize=13)),
+            columns=cols, spacing=16,
+        )
+        width = cols * cell + 16 * (cols - 1)
+    overview = (
+        alt.Chart(alt.NamedData(BANDS_DATASET))
+        .transform_filter(alt.datum.kind == "band")
+        .mark_line(clip=True)
+        .encode(
+            x=alt.X("epoch:Q", title="epoch: drag here to zoom, double-click to reset", axis=ticks, scale=alt.Scale(nice=False)),
+            y=alt.Y("mean:Q", axis=None, scale=y_scale),
+            color=color,
+            detail="panel:N",
+        )
+        .add_params(zoom)
+        .properties(height=50, width=width, name="overview")  # a fixed name keeps the spec stable
+    )
+    pooled = bool(order) and (bands["n"] > 1).any()
+    head = y_title.split(" (")[0] + (": mean ± std over runs" if pooled else "")
+    title = alt.TitleParams(head, subtitle=subtitle or alt.Undefined, anchor="start")
+    # Streamlit stretches a plain view of a vconcat to the container; the strip under panels
+    # keeps their width instead (a one-view hconcat), so that it spans the same epochs' width.
+    strip = overview if panels == [None] else alt.hconcat(overview)
+    spec = alt.vconcat(detail, strip, title=title).to_dict(validate=False)
+    for key in ("$schema", "config"):
+        spec.pop(key, None)
+    if panels == [None]:  # stretched to the container, axes included (else the y axis overflows it)
+        spec["autosize"] = {"type": "fit-x", "contains": "padding"}
+    spec["datasets"] = {BANDS_DATASET: rows}
+    return spec
+
+
 def band_figure(
     bands: pd.DataFrame,
     metric: str,
@@ -240,7 +364,7 @@ def band_figure(
     (and panel) for thin per-run lines under each band. ``colors`` maps a group to a colour
     (else the palette). ``subtitle`` names what the chart shows (data, noise, epochs) so that a
     saved PNG says it too."""
-    panels = list(dict.fromkeys(bands["panel"])) if "panel" in bands and bands["panel"].nunique() > 1 else [None]
+    panels = _panels(bands)
     cols = min(len(panels), 3)
     rows_n = math.ceil(len(panels) / cols)
     if panels == [None]:
@@ -250,9 +374,7 @@ def band_figure(
                             subplot_titles=[str(p) for p in panels], horizontal_spacing=0.04, vertical_spacing=0.12)
     scale = metric_scale(metric)
     order = list(dict.fromkeys(bands["group"])) if not bands.empty else []
-    ns: dict[str, list[int]] = {}
-    for group, rows in bands.groupby(["group", "panel"] if "panel" in bands else "group", sort=False):
-        ns.setdefault(group[0] if isinstance(group, tuple) else group, []).append(int(rows["n"].max()))
+    ns = _group_ns(bands)
     shown: set[str] = set()
     for p_i, panel in enumerate(panels):
         where = {} if panel is None else {"row": p_i // cols + 1, "col": p_i % cols + 1}

@@ -148,3 +148,93 @@ def test_sweep_figure_error_bars_and_flat_reference():
     assert list(lq.error_y.array) == [1.0, 2.0] and lq.name == "Lq (n=2)"
     cce = next(t for t in fig.data if t.name and t.name.startswith("CCE"))
     assert list(cce.x) == [0.3, 0.7] and list(cce.y) == [50.0, 50.0] and cce.line.dash == "dash"
+
+
+def _bands(epochs: int, panels=("",), ns=(2, 3)) -> pd.DataFrame:
+    rows = []
+    for panel, n in zip(panels, ns * len(panels), strict=False):
+        for group in ("CCE", "Lq q=0.7"):
+            rows += [{"panel": panel, "group": group, "epoch": e, "mean": 0.5 + 0.01 * e, "std": 0.02, "n": n}
+                     for e in range(1, epochs + 1)]
+    return pd.DataFrame(rows)
+
+
+def _raw(epochs: int, panel: str = "") -> pd.DataFrame:
+    return pd.DataFrame([{"panel": panel, "group": "CCE", "run_id": run, "epoch": e, "value": 0.4 + 0.01 * e}
+                         for run in ("1", "2") for e in range(1, epochs + 1)])
+
+
+def _layers(spec: dict) -> dict[str, dict]:
+    """The detail chart's layers by what they draw: band, runs, mean, hover."""
+    detail = spec["vconcat"][0]
+    layers = (detail["spec"] if "facet" in detail else detail)["layer"]
+    names = {"area": "band", "point": "hover"}
+    return {names.get(ly["mark"]["type"], "runs" if "detail" in ly["encoding"] else "mean"): ly for ly in layers}
+
+
+def test_band_chart_spec_stays_the_same_while_the_data_grow():
+    colors = {"CCE": "#d62728", "Lq q=0.7": "#1f77b4"}
+    s1 = charts.band_chart(_bands(2), "test_acc", raw=_raw(2), subtitle="4 runs", colors=colors)
+    s2 = charts.band_chart(_bands(5), "test_acc", raw=_raw(5), subtitle="4 runs", colors=colors)
+    d1, d2 = s1.pop("datasets"), s2.pop("datasets")
+    assert s1 == s2  # only the named dataset changes: Streamlit swaps the rows in the same view
+    assert len(d1["bands"]) == 2 * 2 + 2 * 2 and len(d2["bands"]) == 2 * 5 + 2 * 5
+    band = next(r for r in d2["bands"] if r["kind"] == "band" and r["epoch"] == 5 and r["line"].startswith("CCE"))
+    assert (band["mean"], band["lo"], band["hi"]) == (pytest.approx(55.0), pytest.approx(53.0), pytest.approx(57.0))  # percent
+    run = next(r for r in d2["bands"] if r["kind"] == "run" and r["run"] == "2" and r["epoch"] == 5)
+    assert run["value"] == pytest.approx(45.0) and run["line"] == "CCE (n=2)"
+    detail, overview = s1["vconcat"]
+    assert all(layer["encoding"]["x"]["scale"] == {"domain": {"param": "zoom"}, "nice": False} for layer in detail["layer"])
+    assert s1["params"] == [{"name": "zoom", "select": {"type": "interval", "encodings": ["x"]}, "views": ["overview"]}]
+    assert overview["name"] == "overview" and "drag here to zoom" in overview["encoding"]["x"]["title"]
+    assert overview["encoding"]["x"]["scale"] == {"nice": False}  # the strip spans every epoch, up to the last
+    assert s1["title"] == {"text": "test accuracy: mean ± std over runs", "subtitle": "4 runs", "anchor": "start"}
+    ungrown = charts.band_chart(_bands(2), "test_acc", raw=None, colors=colors)
+    assert "runs" not in _layers(ungrown) and {"band", "runs", "mean", "hover"} == set(_layers(s1))
+
+
+def test_band_chart_legend_names_n_and_colours_follow_the_groups():
+    colors = {"CCE": "#d62728", "Lq q=0.7": "#1f77b4"}
+    spec = charts.band_chart(_bands(3, panels=("uniform 0.2", "uniform 0.4"), ns=(2, 3)), "val_acc", colors=colors)
+    layers = _layers(spec)
+    color = layers["mean"]["encoding"]["color"]
+    assert color["scale"] == {"domain": ["CCE (n=2–3)", "Lq q=0.7 (n=2–3)"], "range": ["#d62728", "#1f77b4"]}
+    assert all(layer["encoding"].get("color", color) == color for layer in layers.values())  # one legend, one colour a group
+    assert color["legend"]["symbolOpacity"] == 1  # the lines' full colours in the legend, not the pale band's
+    assert layers["band"]["mark"]["opacity"] < 0.5 and layers["band"]["encoding"]["y2"]["field"] == "hi"
+    assert layers["hover"]["mark"]["opacity"] == 0  # tooltips without markers at the band's edges
+    assert all(layer["mark"]["type"] != "line" or "point" not in layer["mark"] for layer in layers.values())
+    one = charts.band_chart(_bands(3, ns=(1,)), "val_acc")
+    assert _layers(one)["mean"]["encoding"]["color"]["scale"]["domain"] == ["CCE (n=1)", "Lq q=0.7 (n=1)"]
+    assert one["title"]["text"] == "noisy-validation accuracy"  # nothing pooled: no "mean ± std"
+    assert "subtitle" not in one["title"]
+
+
+def test_band_chart_panels_are_small_multiples_with_shared_axes():
+    spec = charts.band_chart(_bands(3, panels=("uniform 0.2", "uniform 0.4", "pair 0.2", "pair 0.4")), "test_acc")
+    detail = spec["vconcat"][0]
+    assert detail["facet"]["field"] == "panel" and detail["columns"] == 3
+    assert detail["facet"]["sort"] == ["uniform 0.2", "uniform 0.4", "pair 0.2", "pair 0.4"]  # the panels' order
+    assert "resolve" not in detail  # a facet shares its scales: one x and one y for every panel
+    assert detail["spec"]["width"] == charts.PANEL_WIDTHS[3]
+    rows = spec["datasets"]["bands"]
+    assert {r["panel"] for r in rows} == {"uniform 0.2", "uniform 0.4", "pair 0.2", "pair 0.4"}
+    (strip,) = spec["vconcat"][1]["hconcat"]  # wrapped: Streamlit leaves its width, the panels' width
+    assert strip["encoding"]["detail"]["field"] == "panel" and strip["width"] == 3 * charts.PANEL_WIDTHS[3] + 2 * 16
+    single = charts.band_chart(_bands(3), "test_acc")
+    assert "facet" not in single["vconcat"][0] and single["vconcat"][0]["width"] == "container"
+    assert single["autosize"] == {"type": "fit-x", "contains": "padding"}  # stretched, y axis included
+
+
+def test_band_chart_scales_values_like_the_metric_and_ticks_whole_epochs():
+    bands = pd.DataFrame({"group": ["g"] * 2, "epoch": [1, 2], "mean": [0.7, 0.6], "std": [np.nan, np.nan], "n": [1, 1]})
+    spec = charts.band_chart(bands, "train_loss")
+    rows = spec["datasets"]["bands"]
+    assert [(r["mean"], r["lo"], r["hi"]) for r in rows] == [(0.7, 0.7, 0.7), (0.6, 0.6, 0.6)]  # a loss is not in percent; one run: no band
+    mean = _layers(spec)["mean"]
+    assert mean["encoding"]["y"]["title"] == "training loss (mean per sample)"
+    assert {layer["encoding"]["y"]["title"] for layer in _layers(spec).values()} == {"training loss (mean per sample)"}
+    for axis in (mean["encoding"]["x"]["axis"], spec["vconcat"][1]["encoding"]["x"]["axis"]):
+        assert axis == {"format": "d", "tickMinStep": 1}  # epoch 1, 2, 3, never 2.5
+    pct = charts.band_chart(bands, "memorised")["datasets"]["bands"]
+    assert [r["mean"] for r in pct] == [pytest.approx(70.0), pytest.approx(60.0)]

@@ -50,7 +50,8 @@ def take_group() -> None:
 
 def view(ids: list[str], metric: str, by: str, smooth: float, raw: bool) -> None:
     """Chart, results table and config diff; refreshed while some of the runs still train. The
-    chart keeps its element key and uirevision, so a zoom survives the refresh."""
+    chart's rows travel in a named dataset, so a refresh swaps them in the same view and a zoom
+    (a brush on the strip under the chart) survives it."""
     client = ui.client()
     records = [r for r in client.list_runs(limit=500, include_archived=True) if r.id in set(ids)]
     specs = cl.ordered({r.id: r.spec for r in records})
@@ -66,9 +67,11 @@ def view(ids: list[str], metric: str, by: str, smooth: float, raw: bool) -> None
     raw_values = cl.per_run_values(frame, metric, layout.groups, 0.0, layout.panels) if raw else None
     colors = charts.group_colors(cl.group_losses(specs, layout.groups), cl.group_order(specs, layout.groups))
     subtitle = f"{len(specs)} runs: {cl.describe(list(specs.values()))}"
-    fig = charts.band_figure(cl.aggregate(values), metric, raw=raw_values, subtitle=subtitle, revision=f"compare-{metric}-{by}", colors=colors)
-    st.plotly_chart(fig, key=P + "chart", config=charts.png_config(f"gce-compare-{metric}"))
-    st.caption("PNG: the camera icon at the chart's top right saves it, legend and subtitle included. Thin lines are single runs (unsmoothed); the band is mean ± std over the n runs of a line.")
+    spec = charts.band_chart(cl.aggregate(values), metric, raw=raw_values, subtitle=subtitle, colors=colors)
+    st.vega_lite_chart(spec=spec, width="stretch")
+    st.caption("Drag on the strip under the chart to zoom, double-click it to reset; the zoom stays while runs train. "
+               "PNG: *Download as PNG* in the chart's toolbar (top right, on hover) saves it, title, subtitle and legend included. "
+               "Thin lines are single runs (unsmoothed); the band is mean ± std over the n runs of a line.")
     st.subheader("Test accuracy")
     st.caption("At the epoch of best noisy-validation accuracy (the paper's number), at the last epoch, and the best (optimistic: it peeks at the test set).")
     st.dataframe(cl.format_summary(cl.summary_table(frame, layout.groups, layout.panels)), hide_index=True, width="stretch")

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import pytest
 
 from app.__main__ import healthy
+from app.compare_logic import describe
 from jobs.status import RunStatus
 from tests.app_helpers import lab_processes
 
@@ -159,6 +160,23 @@ def axis_ticks(page) -> list[list[str]]:
     )
 
 
+def chart_texts(page, role: str) -> list[str]:
+    """Texts of the live chart's items of one Vega role: title-text, title-subtitle, legend-label."""
+    return page.evaluate(
+        """(role) => [...document.querySelectorAll(`[data-testid="stVegaLiteChart"] svg .role-${role} text`)]
+                      .map(t => t.textContent)""",
+        role,
+    )
+
+
+def chart_lines(page) -> int:
+    """Number of drawn lines (paths with at least two points) in the live chart, strip included."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"] svg .mark-line path')]
+                  .filter(p => ((p.getAttribute('d') || '').match(/L/g) || []).length >= 1).length"""
+    )
+
+
 def overview_area(page) -> tuple[float, float, float, float]:
     """Screen box (x, y, width, height) of the live chart's overview strip (the flat wide one)."""
     boxes = page.evaluate(
@@ -277,11 +295,16 @@ def test_quick_demo_journey(lab, client, page):
     # Compare the others once they are done: CCE, MAE, Lq with mean ± std over two seeds.
     wait_until("the other runs to complete", lambda: all(client.get(i).status == RunStatus.COMPLETED for i in others), 300)
     open_page(page, f"{lab.url}/compare?runs={','.join(ids)}", "Compare runs")
-    assert_charts_titled(page, 1)
-    names = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.name)")
+    names = wait_until("the chart's legend", lambda: chart_texts(page, "legend-label"), 60)
     # Every loss has both seeds, unless the cancelled run was stopped before its first epoch.
     both_seeds = 3 if client.get(target).epochs_done > 0 else 2
-    assert sum(" (n=2)" in str(n) for n in names) == both_seeds, names
+    assert sum(" (n=2)" in n for n in names) == both_seeds and len(names) == 3, names
+    assert chart_texts(page, "title-text") == ["test accuracy: mean ± std over runs"]
+    subtitle = chart_texts(page, "title-subtitle")  # what the chart shows, so a saved PNG says it
+    assert subtitle == [f"{len(ids)} runs: {describe([client.get(i).spec for i in ids])}"], subtitle
+    assert "150 epochs · uniform 0.4 · CCE, MAE, Lq q=0.7 · 2 seeds" in subtitle[0], subtitle
+    ran = sum(client.get(i).epochs_done > 1 for i in ids)
+    assert chart_lines(page) == ran + 3 + 3, "not a thin line per run and a mean line per loss (chart and strip)"
     page.locator("[role=columnheader]", has_text="test acc @ best val (%)").first.wait_for(state="attached")
     assert_clean(page)
     shot(page, "04-compare")
@@ -293,13 +316,15 @@ def test_quick_demo_journey(lab, client, page):
     header = lines[0].split(",")  # one row per run and epoch, one column per spec field
     assert header[:4] == ["run_id", "status", "group", "tags"] and {"loss", "q", "noise_rate", "seed", "epoch", "test_acc"} <= set(header)
     assert {line.split(",")[0] for line in lines[1:]} >= set(others)
-    chart = page.locator(".js-plotly-plot").first
-    chart.hover()
+    page.get_by_test_id("stVegaLiteChart").first.hover()
     with page.expect_download() as download:
-        page.locator('.modebar-btn[data-title*="png" i]').first.click()
+        page.get_by_role("button", name="Download as PNG").first.click()  # the chart's toolbar
     png_path = ARTIFACTS / "compare-chart.png"
     download.value.save_as(png_path)
-    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = png_path.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert width > 1000 and height > 600, (width, height)  # the whole chart at twice its size, not an icon
 
     # Theory, with the finished Lq run inside its band.
     by_loss = {client.get(i).spec.loss: i for i in reversed(others)}
