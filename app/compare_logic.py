@@ -419,9 +419,10 @@ def sweep_bound(specs: Mapping[str, RunSpec], param: str, xs: Sequence[float]) -
 FILTER_FIELDS = ("loss", "q", "k", "noise", "noise_rate", "dataset", "model", "epochs", "seed")
 
 
-def filter_options(records: Sequence) -> dict[str, list]:
-    """Spec field -> its distinct values among ``records`` (fields with more than one value
-    only; FILTER_FIELDS first, then every other spec field), plus 'status' and 'tag'."""
+def filter_options(records: Sequence, *, varying_only: bool = True) -> dict[str, list]:
+    """Spec field -> its distinct values among ``records`` (with ``varying_only``, fields with
+    more than one value only; FILTER_FIELDS first, then every other spec field), plus 'status'
+    and 'tag'."""
     values: dict[str, set] = {}
     for r in records:
         for k, v in r.spec.to_dict().items():
@@ -435,7 +436,7 @@ def filter_options(records: Sequence) -> dict[str, list]:
     out = {}
     for k in dict.fromkeys(order):
         vals = values.get(k, set())
-        if len(vals) > 1 or (k == "tag" and vals):
+        if len(vals) > 1 or (vals and (k == "tag" or not varying_only)):
             out[k] = sorted(vals, key=lambda v: (v is None, str(type(v)), v if v is not None else 0))
     return out
 

@@ -129,6 +129,8 @@ def filter_runs(prefix: str, records: Sequence, *, exclude: Sequence[str] = (),
 
     options = cl.filter_options(records)
     options = {k: v for k, v in options.items() if k not in exclude}
+    if st.session_state.get(prefix + "filter_note"):
+        st.info(st.session_state[prefix + "filter_note"], icon=":material/filter_alt_off:")
     with st.expander("Filters: " + ", ".join(_chosen_text(prefix, options) or ["none"]), expanded=bool(_chosen_text(prefix, options))):
         extra = [k for k in options if k not in cl.FILTER_FIELDS and k not in ("status", "tag")]
         shown = [k for k in options if k in cl.FILTER_FIELDS or k in ("status", "tag")]
@@ -166,17 +168,26 @@ def filter_params(prefix: str) -> dict[str, str]:
 
 def seed_filters(prefix: str, params: Mapping[str, Any], records: Sequence) -> None:
     """Filter choices from URL parameters 'f.<field>=v1,v2' (values matched as the options show
-    them; unknown fields and values dropped)."""
+    them). A value every run has filters nothing and is dropped quietly; a field or value no run
+    has is dropped and named in a one-line note that filter_runs shows."""
     from app import compare_logic as cl
 
     options = cl.filter_options(records)
+    seen = cl.filter_options(records, varying_only=False)
     for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(prefix + "f_")]:
         del st.session_state[key]
+    dropped = []
     for name, text in params.items():
         field = name[2:] if name.startswith("f.") else None
+        if field is None:
+            continue
+        by_text = {str(v): v for v in seen.get(field, [])}
+        asked = [t for t in str(text).split(",") if t]
+        dropped += [f"{field} = {t}" for t in asked if t not in by_text]
         if field in options:
-            by_text = {str(v): v for v in options[field]}
-            st.session_state[prefix + "f_" + field] = [by_text[t] for t in str(text).split(",") if t in by_text]
+            st.session_state[prefix + "f_" + field] = [by_text[t] for t in asked if t in by_text]
+    st.session_state[prefix + "filter_note"] = (
+        f"The link's filter {', '.join(dropped)} matches no run here, so it was left out." if dropped else None)
 
 
 def empty_state(message: str, page: str, link_label: str) -> None:

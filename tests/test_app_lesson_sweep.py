@@ -13,7 +13,7 @@ from gce_core.spec import from_preset
 from jobs import lesson as jl
 from jobs.client import LabClient
 from jobs.status import RunStatus
-from tests.app_helpers import assert_titled, chart_specs, train_queued, values
+from tests.app_helpers import assert_titled, chart_specs, train_queued, values, vega_charts
 from tests.test_app_pages import app, no_errors, page, plain
 
 
@@ -163,17 +163,38 @@ def test_compare_splits_noise_rates_into_panels_and_names_groups_by_configuratio
     at = page(app(), "views/compare.py", {"group": group, "by": "loss"})
     no_errors(at)
     assert "one panel per noise setting" in at.info[0].value
-    fig = chart_specs(at)[0]
-    titles = [a["text"] for a in fig["layout"]["annotations"]]
-    assert titles == ["uniform 0.2", "uniform 0.4"]
-    legend = [t["name"] for t in fig["data"] if t.get("showlegend") is not False]
-    assert legend == ["CCE (n=2)", "Lq q=0.7 (n=2)"]
-    assert "digits · mlp · 3 epochs" in fig["layout"]["title"]["text"]
-    assert fig["layout"]["xaxis"]["dtick"] == 1  # 3 epochs: ticks 1, 2, 3
+    spec, datasets = vega_charts(at)[0]
+    detail = spec["vconcat"][0]
+    assert detail["facet"]["sort"] == ["uniform 0.2", "uniform 0.4"]  # a panel per noise setting
+    assert sorted(set(datasets["bands"]["panel"])) == ["uniform 0.2", "uniform 0.4"]
+    assert _legend(spec) == ["CCE (n=2)", "Lq q=0.7 (n=2)"]
+    assert "digits · mlp · 3 epochs" in spec["title"]["subtitle"]
+    assert {ly["encoding"]["x"]["axis"]["tickMinStep"] for ly in detail["spec"]["layer"]} == {1}  # whole epochs
     options = at.selectbox(key="compare_group").options
     assert any(o.startswith("digits · mlp · 3 epochs · uniform 0.2-0.4 · CCE, Lq q=0.7 · 2 seeds") for o in options)
     table = at.dataframe[0].value
     assert list(table["noise"]) == ["uniform 0.2", "uniform 0.2", "uniform 0.4", "uniform 0.4"]
+
+
+def _legend(spec: dict) -> list[str]:
+    """The legend of Compare's band chart: its colour scale's domain."""
+    detail = spec["vconcat"][0]
+    layers = (detail["spec"] if "facet" in detail else detail)["layer"]
+    (domain,) = {tuple(ly["encoding"]["color"]["scale"]["domain"]) for ly in layers if "color" in ly["encoding"]}
+    return list(domain)
+
+
+def test_a_link_filter_no_run_matches_is_left_out_with_a_note(client):
+    base = from_preset("quick", "digits", noise="uniform", noise_rate=0.4, epochs=2)
+    client.submit_group([base.with_loss(loss) for loss in ("cce", "lq")])
+    train_queued(client)
+    for view, prefix in (("views/compare.py", "compare_"), ("views/runs.py", "runs_")):
+        at = page(app(), view, {"f.loss": "cce,nope", "f.dataset": "digits", "f.colour": "red"})
+        no_errors(at)
+        assert at.multiselect(key=prefix + "f_loss").value == ["cce"]
+        notes = [i.value for i in at.info if "matches no run here" in i.value]
+        assert notes == ["The link's filter loss = nope, colour = red matches no run here, so it was left out."]
+        assert any(c.value.startswith("Showing 1 of 2 runs") for c in at.caption)
 
 
 def test_compare_filters_by_spec_fields_and_says_how_many_it_shows(client):
@@ -186,8 +207,7 @@ def test_compare_filters_by_spec_fields_and_says_how_many_it_shows(client):
     assert any(c.value.startswith("Showing 2 of 3 runs") for c in at.caption)
     assert len(at.multiselect(key="compare_selected").options) == 3  # the default selection stays pickable
     assert any(c.value.startswith("1 of the 3 picked runs are hidden by the filters") for c in at.caption)
-    legend = [t["name"] for t in chart_specs(at)[0]["data"] if t.get("showlegend") is not False]
-    assert legend == ["CCE (n=1)", "MAE (n=1)"]  # the chart compares what the filters show
+    assert _legend(vega_charts(at)[0][0]) == ["CCE (n=1)", "MAE (n=1)"]  # the chart compares what the filters show
     at.multiselect(key="compare_f_loss").set_value(["lq"]).run()
     assert any(c.value.startswith("Showing 1 of 3 runs") for c in at.caption)
     assert at.query_params["f.loss"] in ("lq", ["lq"])

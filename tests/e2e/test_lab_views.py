@@ -218,6 +218,9 @@ def test_a_sweep_submitted_through_the_client_gets_its_summary_chart(lab, client
 
 # --- filters and zoom ---------------------------------------------------------------------------
 def test_filters_say_how_many_runs_they_show(lab, client, page):
+    base = from_preset("quick", "digits", noise="uniform", noise_rate=0.4, epochs=2)  # runs of its own: order-free
+    _, ids = client.submit_group([base.with_loss(loss) for loss in ("cce", "mae")], group="e2e filters")
+    wait_until("the filters' runs", lambda: all(client.get(i).status.is_final for i in ids), 120)
     total = client.count_runs()
     cce = sum(r.spec.loss == "cce" for r in client.list_runs(limit=1000))
     open_page(page, f"{lab.url}/compare?f.loss=cce", "Compare runs")
@@ -229,6 +232,9 @@ def test_filters_say_how_many_runs_they_show(lab, client, page):
     page.get_by_text(f"Showing {mae} of {total} runs").wait_for()
     assert_clean(page)
     shot(page, "15-runs-filtered")
+    open_page(page, f"{lab.url}/runs?f.loss=nope", "Runs")  # a shared link's filter that no run matches
+    page.get_by_text("The link's filter loss = nope matches no run here, so it was left out.").wait_for()
+    page.get_by_text(f"All {total} runs").wait_for()
 
 
 def test_compare_keeps_its_zoom_while_runs_train(lab, client, page):
