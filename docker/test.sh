@@ -25,7 +25,7 @@ if [ "$(id -u)" != 0 ]; then
   say "skipped: not root (podman is run rootful here, and installed with apt when missing)"
   exit 0
 fi
-if ! command -v podman >/dev/null 2>&1; then
+if ! type -P podman >/dev/null; then  # the path: `command -v` would find the function above
   if ! command -v apt-get >/dev/null 2>&1; then
     say "skipped: podman is missing and there is no apt-get to install it"
     exit 0
