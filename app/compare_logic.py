@@ -143,7 +143,7 @@ def grouping(specs: Mapping[str, RunSpec], by: str) -> Grouping:
             parts.append(_noise_label(s))
         parts += [f"{FIELD_WORDS.get(c, c)}={_value(d[c])}" for c in varying
                   if c not in LOSS_FIELDS | NOISE_FIELDS and (c in rest or by == "config")]
-        groups[i] = " | ".join(parts) or s.label().rsplit(" | seed", 1)[0]
+        groups[i] = " | ".join(parts) or _loss_label(s)  # nothing varies: the chart's subtitle names the rest
         panels[i] = _noise_label(s) if panel else ""
     return Grouping(groups, panels, tuple(rest), "noise" if panel else "")
 

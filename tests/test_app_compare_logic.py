@@ -38,6 +38,9 @@ def test_config_groups_pool_seeds_only():
     assert cl.group_labels(_specs(), "q")["r2"] == "Lq q=0.7" and cl.group_labels(_specs(), "q")["r0"] == "CCE"
     with pytest.raises(ValueError, match="allowed"):
         cl.group_labels(_specs(), "colour")
+    one_config = {k: v for k, v in _specs().items() if v.loss == "cce"}  # only the seed varies
+    assert cl.group_labels(one_config, "config") == {"r0": "CCE", "r1": "CCE"}
+    assert cl.group_labels({"r0": _specs()["r0"]}, "config") == {"r0": "CCE"}  # one run: named like the rest
 
 
 def test_config_diff_lists_only_differing_fields():
