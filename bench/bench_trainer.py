@@ -33,7 +33,7 @@ from gce_core.experiment_data import ExperimentData, build_experiment_data
 from gce_core.losses import lq
 from gce_core.models import init_seeded
 from gce_core.spec import RunSpec, from_preset
-from gce_core.train import new_state, run_epochs
+from gce_core.train import new_state, run_epochs, train_one_epoch
 
 NOISE = dict(noise="uniform", noise_rate=0.4)
 WARMUP = 2  # untimed epochs of each contender before the rounds
@@ -54,7 +54,7 @@ class PlainLoop:
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y) if self.spec.loss == "cce" else lq(logits, y, self.spec.q)
 
-    def epoch(self) -> None:
+    def train_pass(self) -> None:
         model, data, bs = self.model, self.data, self.spec.batch_size
         perm = torch.randperm(data.n_train, generator=self.generator).to(data.x_train.device)
         model.train()
@@ -64,6 +64,10 @@ class PlainLoop:
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
+
+    def epoch(self) -> None:
+        model, data = self.model, self.data
+        self.train_pass()
         model.eval()
         with torch.no_grad():
             val = (model(data.x_val).argmax(1) == data.y_val).float().mean().item()
@@ -73,7 +77,9 @@ class PlainLoop:
 
 def contenders(losses: tuple[str, ...], data: ExperimentData, device: torch.device, epochs: int) -> dict:
     """name -> a function that runs one more epoch (and waits for the device): lab_<loss> and
-    plain_<loss> for each loss."""
+    plain_<loss> for each loss (whole epochs), and labpass_<loss> and plainpass_<loss> (the
+    training pass alone: the lab's train_one_epoch, which keeps each batch's logits and makes the
+    training-set metrics from them, against the plain loop's batches)."""
 
     def synced(fn):
         def call():
@@ -88,6 +94,9 @@ def contenders(losses: tuple[str, ...], data: ExperimentData, device: torch.devi
         st = new_state(spec, data, device)
         out[f"lab_{loss}"] = synced(lambda spec=spec, st=st: run_epochs(spec, st, data, device, st.epoch + 1))
         out[f"plain_{loss}"] = synced(PlainLoop(spec, data, device).epoch)
+        st_pass = new_state(spec, data, device)
+        out[f"labpass_{loss}"] = synced(lambda spec=spec, st=st_pass: train_one_epoch(spec, st, data, device))
+        out[f"plainpass_{loss}"] = synced(PlainLoop(spec, data, device).train_pass)
     return out
 
 
@@ -103,6 +112,7 @@ def run(rounds: int = 150, threads: int | None = None, device_name: str = "cpu",
     ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     lab_vs_plain = {loss: paired_ratio(times[f"lab_{loss}"], times[f"plain_{loss}"]) for loss in ("cce", "lq")}
     lq_vs_cce = {who: paired_ratio(times[f"{who}_lq"], times[f"{who}_cce"]) for who in ("lab", "plain")}
+    pass_vs_plain = {loss: paired_ratio(times[f"labpass_{loss}"], times[f"plainpass_{loss}"]) for loss in ("cce", "lq")}
     table = Table(
         f"Trainer vs a plain per-batch loop, epoch by epoch: digits quick preset (MLP 64-256-256-10, "
         f"batch {spec.batch_size}, {data.n_train} training images, uniform noise 0.4, {device.type})",
@@ -118,14 +128,25 @@ def run(rounds: int = 150, threads: int | None = None, device_name: str = "cpu",
         "sum); a plain one trains and computes validation and test accuracy. Both read the same "
         "device tensors and step torch.optim.SGD.",
     )
+    passes = Table(
+        "The training pass alone (the same contenders' batches, without evaluation and the metrics row)",
+        ["loss", "plain loop: ms per pass (baseline)", "lab trainer (train_one_epoch): ms per pass", "lab / plain"],
+        [
+            [label, f"{ms[f'plainpass_{loss}']:.2f}", f"{ms[f'labpass_{loss}']:.2f}", fmt_x(pass_vs_plain[loss])]
+            for loss, label in (("cce", "CCE"), ("lq", f"Lq (q = {spec.q:g})"))
+        ],
+        "Timed in the same rounds as the epochs above. The lab's pass also keeps each batch's logits "
+        "and makes the training-set metrics (accuracies, memorisation, f_y histograms) from them.",
+    )
     summary = [
         f"lab / plain epoch time: CCE {fmt_x(lab_vs_plain['cce'])}, Lq {fmt_x(lab_vs_plain['lq'])}",
+        f"lab / plain training pass: CCE {fmt_x(pass_vs_plain['cce'])}, Lq {fmt_x(pass_vs_plain['lq'])}",
         f"lab Lq / CCE epoch time: {lq_vs_cce['lab']:.3f} (plain loop: {lq_vs_cce['plain']:.3f})",
     ]
     if reference:
         summary = [f"{REFERENCE_NOTE} {line}" for line in summary]
     name = f"Trainer (bench/bench_trainer.py, {device.type}, {torch.get_num_threads()} thread(s))"
-    return Report(name, facts, [table], summary)
+    return Report(name, facts, [table, passes], summary)
 
 
 def main(argv: list[str] | None = None) -> Report:
