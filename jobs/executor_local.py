@@ -4,7 +4,8 @@ Every slot keeps a warm run process (`python -m jobs.worker_process --serve`): s
 with the slot's environment (CUDA_VISIBLE_DEVICES, the thread count), it has imported torch and
 the library and trained a tiny run before a run is claimed, so a claimed run starts training at
 once. It takes the slot's runs one after another over its stdin and reports each run's exit code
-on its stdout (``done RUN_ID CODE``); it stays only after a run that ended normally. Processes are
+on its stdout (``done RUN_ID CODE``, and a storage fault's text after it); it stays only after a
+run that ended normally. Processes are
 started by fork+exec (never a fork of a process that has CUDA up), each in a new session so that
 its whole process group can be signalled: terminate and kill reach the one run it trains and no
 other. A run's output goes to <lab home>/runs/<id>/log.txt; a warm process's own output (its
@@ -45,7 +46,7 @@ class WarmProcess:
         self._buf = b""
         self.ready = False  # warmed up
         self.retiring = False  # takes no more runs (it was signalled, or reported a failure)
-        self.results: dict[str, int] = {}  # run id -> exit code, reported and not yet polled
+        self.results: dict[str, ExitInfo] = {}  # run id -> how it ended, reported and not yet polled
         self.running: str | None = None  # the run it was sent and has not reported yet
 
     def read(self) -> None:
@@ -57,11 +58,11 @@ class WarmProcess:
             pass
         *lines, self._buf = self._buf.split(b"\n")
         for line in lines:
-            words = line.decode(errors="replace").split()
+            words = line.decode(errors="replace").strip().split(" ", 3)
             if words == ["ready"]:
                 self.ready = True
-            elif len(words) == 3 and words[0] == "done":
-                self.results[words[1]] = int(words[2])
+            elif len(words) >= 3 and words[0] == "done":  # done RUN_ID CODE [what went wrong]
+                self.results[words[1]] = ExitInfo(int(words[2]), words[3] if len(words) == 4 else None)
                 self.running = None
                 if int(words[2]) != 0:
                     self.retiring = True
@@ -98,7 +99,7 @@ class LocalHandle:
                 return None
             p.read()  # what it wrote just before it ended
         if self.run_id in p.results:
-            return ExitInfo(p.results.pop(self.run_id))
+            return p.results.pop(self.run_id)
         signal_group(p.pid, signal.SIGKILL)  # anything the run left behind in its group
         code = p.proc.returncode
         if code is not None and code >= 0:

@@ -82,7 +82,7 @@ def decide(run: RunRecord, how: ExitInfo, *, forced: str | None = None, stopping
     if how.code == EXIT_STORAGE:
         faults = run.storage_faults + 1
         wait = storage_backoff(faults, storage_retry_s, storage_retry_max_s)
-        said = (last_line(log_tail, STORAGE_PREFIX) or how.detail or storage_note
+        said = (how.detail or last_line(log_tail, STORAGE_PREFIX) or storage_note
                 or "its run folder or the database could not be written")
         reason = (f"storage fault: {said}; queued again, retried in {wait:g} s (storage fault {faults} in a "
                   f"row); its {run.epochs_done} stored epochs are kept and it resumes from its last checkpoint")

@@ -7,7 +7,8 @@ A warm run process (the local executor keeps one in every free slot) imports tor
 and trains a tiny run once (``warm_up``), so that the optimiser, autograd and the embedded data set
 are loaded before any run is claimed. Then it reads ``RUN_ID TOKEN`` lines on stdin and trains
 each run with ``run_guarded``, its file descriptors 1 and 2 pointed at that run's log; after each
-it writes ``done RUN_ID CODE`` to its result stream (what was its stdout when it started). It
+it writes ``done RUN_ID CODE`` to its result stream (what was its stdout when it started), after a
+storage fault followed by the fault's text (a full disk may cut the log's last line short). It
 stays for the next run only after a run that ended normally (exit code EXIT_OK) and no signal:
 after an error, a stop or a signal it exits, and the executor starts a fresh one. It exits when
 stdin closes (the supervisor is gone), after finishing the run in hand. Everything a process
@@ -239,17 +240,21 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, (MemoryError, OperationalError)) or type(exc).__name__ == "OutOfMemoryError"
 
 
-def run_guarded(run_id: str, token: str) -> int:
+def run_guarded(run_id: str, token: str, said: list[str] | None = None) -> int:
     """``run`` with every exception mapped to its exit code (jobs.executor.EXIT_*); the traceback
     and a last line saying why ("error: ..." or "storage fault: ...", jobs.outcome reads it) go to
-    stdout/stderr (the run's log), as far as it can be written."""
+    stdout/stderr (the run's log), as far as it can be written. A storage fault's text is also
+    appended to ``said``: on a full disk the log's last line may be cut short."""
     try:
         return run(run_id, token)
     except Exception as exc:  # MemoryError included
         with contextlib.suppress(OSError, ValueError):
             traceback.print_exc()
         if is_storage_fault(exc):
-            _tell(STORAGE_PREFIX + storage_fault_text(exc), err=True)
+            text = storage_fault_text(exc)
+            if said is not None:
+                said.append(text)
+            _tell(STORAGE_PREFIX + text, err=True)
             return EXIT_STORAGE
         _tell(f"{ERROR_PREFIX}{type(exc).__name__}: {exc}", err=True)
         return EXIT_RETRYABLE if _retryable(exc) else EXIT_ERROR
@@ -291,15 +296,19 @@ def serve(commands=None, results=None) -> int:
             _say(results, f"error unreadable command {line.strip()!r}")
             continue
         run_id, token = parts
+        said: list[str] = []
         try:
             with output_to(config.log_path(run_id)):
-                code = run_guarded(run_id, token)
+                code = run_guarded(run_id, token, said)
         except OSError as exc:  # the run's log cannot be opened: its folder is full or read-only
             if not is_storage_fault(exc):
                 raise
-            _tell(f"run {run_id}: {STORAGE_PREFIX}{storage_fault_text(exc)}", err=True)
+            said.append(storage_fault_text(exc))
+            _tell(f"run {run_id}: {STORAGE_PREFIX}{said[-1]}", err=True)
             code = EXIT_STORAGE
-        if not _say(results, f"done {run_id} {code}") or code != EXIT_OK or _signalled:
+        # the pipe, not the disk, carries what went wrong: a full disk cuts the log's last line short
+        note = " " + " ".join(said[-1].split()) if said else ""
+        if not _say(results, f"done {run_id} {code}{note}") or code != EXIT_OK or _signalled:
             return code
     return EXIT_OK
 

@@ -149,6 +149,13 @@ def test_a_storage_fault_queues_the_run_again_with_its_reason_and_a_growing_back
     assert waits == [5, 10, 20, 40, 80, 160, 300]
 
 
+def test_the_storage_fault_the_run_process_reported_wins_over_its_log_cut_short_by_the_full_disk():
+    tail = "epoch 7/60: ...\nstorage fault: No space left on"  # the disk filled up mid-line
+    said = "No space left on device (/lab/runs/r/checkpoint.tmp) [errno 28 ENOSPC]"
+    out = decide(_run(), ExitInfo(EXIT_STORAGE, said), log_tail=tail)
+    assert out.reason.startswith(f"storage fault: {said}; queued again")
+
+
 def test_a_failed_run_says_its_cause_on_the_first_line_of_its_error():
     tail = "Traceback ...\nerror: DatasetNotFoundError: Data set 'cifar10' was not found in /data"
     out = decide(_run(), ExitInfo(EXIT_ERROR), log_tail=tail)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from jobs.executor import EXIT_OK, EXIT_STOPPED, Slot
+from jobs.executor import EXIT_OK, EXIT_STOPPED, EXIT_STORAGE, Slot
 from jobs.executor_local import LocalHandle, WarmProcess
 from jobs.slots import detect_slots
 
@@ -55,8 +55,8 @@ import sys
 print("ready", flush=True)
 for line in iter(sys.stdin.readline, ""):
     run_id, token = line.split()
-    code = 75 if token == "stop" else 0
-    print(f"done {run_id} {code}", flush=True)
+    code = {"stop": 75, "full": 74}.get(token, 0)
+    print(f"done {run_id} {code}" + (" No space left on device (/x) [errno 28 ENOSPC]" if code == 74 else ""), flush=True)
     if code:
         sys.exit(0)
 """
@@ -96,6 +96,13 @@ def test_a_run_that_did_not_end_normally_retires_its_process(stand_in):
     stand_in.send("a", "stop")
     assert poll_until(LocalHandle(stand_in, "a")).code == EXIT_STOPPED
     assert stand_in.retiring and not stand_in.usable()
+
+
+def test_a_storage_fault_comes_with_the_text_the_process_reported(stand_in):
+    stand_in.send("a", "full")
+    how = poll_until(LocalHandle(stand_in, "a"))
+    assert how.code == EXIT_STORAGE and how.detail == "No space left on device (/x) [errno 28 ENOSPC]"
+    assert stand_in.retiring
 
 
 def test_a_process_that_dies_before_it_reports_is_a_crash_of_its_run(stand_in):

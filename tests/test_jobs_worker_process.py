@@ -16,6 +16,7 @@ from jobs.worker_process import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_STOPPED,
+    EXIT_STORAGE,
     EXIT_SUPERSEDED,
     Heartbeat,
     StopCheck,
@@ -212,7 +213,7 @@ def test_a_run_that_is_not_ours_is_not_trained(fake_run):
 def test_serve_trains_runs_in_turn_each_into_its_own_log_and_reports_each(lab_home, monkeypatch):
     codes = {"a": EXIT_OK, "b": EXIT_OK}
 
-    def fake_run(run_id, token):
+    def fake_run(run_id, token, said=None):
         os.write(1, f"training {run_id} with {token}\n".encode())  # what the run's process prints
         return codes[run_id]
 
@@ -230,14 +231,27 @@ def test_serve_trains_runs_in_turn_each_into_its_own_log_and_reports_each(lab_ho
 @pytest.mark.parametrize("code", [EXIT_ERROR, EXIT_STOPPED, EXIT_SUPERSEDED])
 def test_serve_exits_after_a_run_that_did_not_end_normally(lab_home, monkeypatch, code):
     monkeypatch.setattr(worker_process, "warm_up", lambda: None)
-    monkeypatch.setattr(worker_process, "run_guarded", lambda run_id, token: code)
+    monkeypatch.setattr(worker_process, "run_guarded", lambda run_id, token, said=None: code)
     results = io.StringIO()
     assert worker_process.serve(io.StringIO("a t1\nb t2\n"), results) == code
     assert results.getvalue().splitlines() == ["ready", f"done a {code}"]  # b is never taken
 
 
+def test_serve_reports_a_storage_fault_with_its_text_on_the_result_pipe(lab_home, monkeypatch):
+    def full_disk(run_id, token, said=None):
+        said.append("No space left on device (/lab/runs/a/checkpoint.tmp) [errno 28 ENOSPC]")
+        return EXIT_STORAGE
+
+    monkeypatch.setattr(worker_process, "warm_up", lambda: None)
+    monkeypatch.setattr(worker_process, "run_guarded", full_disk)
+    results = io.StringIO()
+    assert worker_process.serve(io.StringIO("a t1\nb t2\n"), results) == EXIT_STORAGE
+    assert results.getvalue().splitlines() == [
+        "ready", f"done a {EXIT_STORAGE} No space left on device (/lab/runs/a/checkpoint.tmp) [errno 28 ENOSPC]"]
+
+
 def test_serve_exits_after_its_run_once_signalled(lab_home, monkeypatch):
-    def signalled_run(run_id, token):
+    def signalled_run(run_id, token, said=None):
         monkeypatch.setattr(worker_process, "_signalled", [15])
         return EXIT_OK
 
@@ -250,7 +264,7 @@ def test_serve_exits_after_its_run_once_signalled(lab_home, monkeypatch):
 
 def test_the_command_line_serves_or_takes_one_run(monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(worker_process, "run_guarded", lambda run_id, token: calls.append((run_id, token)) or 0)
+    monkeypatch.setattr(worker_process, "run_guarded", lambda run_id, token, said=None: calls.append((run_id, token)) or 0)
     monkeypatch.setattr(worker_process, "serve", lambda: calls.append("serve") or 0)
     monkeypatch.setattr(worker_process, "install_signal_handlers", lambda: {})
     assert worker_process.main(["r1", "tok"]) == 0
