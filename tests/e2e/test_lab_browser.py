@@ -186,6 +186,26 @@ def overview_area(page) -> tuple[float, float, float, float]:
     return min((b for b in boxes if b[2] > 400 and b[3] > 0), key=lambda b: b[3])
 
 
+def zoom_and_wait_for_epochs(page, epochs) -> tuple[str | None, list[str], list[str], list[str]]:
+    """Drag on the Vega chart's strip (zoom its detail chart), then wait until ``epochs()`` (the
+    runs' stored epochs) has grown and the chart has redrawn. Returns ('same' if the chart is the
+    element it was before, the detail's x ticks just after the drag, then after the refresh, and
+    the strip's x ticks after it)."""
+    page.evaluate("() => { document.querySelector('[data-testid=\"stVegaLiteChart\"]').__e2e = 'same'; }")
+    x, y, w, h = overview_area(page)
+    page.mouse.move(x + w * 0.05, y + h / 2)
+    page.mouse.down()
+    page.mouse.move(x + w * 0.4, y + h / 2, steps=6)
+    page.mouse.up()
+    time.sleep(0.5)
+    zoomed, drawing, done = axis_ticks(page)[0], svg_markup(page), epochs()
+    wait_until("the chart to redraw with new epochs", lambda: epochs() > done + 2 and svg_markup(page) != drawing, 60)
+    time.sleep(1.5)
+    same = page.evaluate("() => document.querySelector('[data-testid=\"stVegaLiteChart\"]').__e2e")
+    detail_x, _, overview_x = axis_ticks(page)
+    return same, zoomed, detail_x, overview_x
+
+
 def axis_titles(page) -> list[list[str]]:
     """[title, x title, y title] of every plotly chart on the page."""
     return page.evaluate(
@@ -273,20 +293,8 @@ def test_quick_demo_journey(lab, client, page):
     others = [i for i in ids if i != target]
     open_page(page, f"{lab.url}/runs?runs={','.join(others)}", "Runs")
     wait_until("axes on the live chart", lambda: len(axis_ticks(page)) == 3 and len(axis_ticks(page)[0]) > 1, 60)
-    epochs = lambda: sum(client.get(i).epochs_done for i in others)  # noqa: E731
-    page.evaluate("() => { document.querySelector('[data-testid=\"stVegaLiteChart\"]').__e2e = 'same'; }")
-    x, y, w, h = overview_area(page)
-    page.mouse.move(x + w * 0.05, y + h / 2)
-    page.mouse.down()
-    page.mouse.move(x + w * 0.4, y + h / 2, steps=6)  # drag on the strip: zoom the chart above
-    page.mouse.up()
-    time.sleep(0.5)
-    zoomed, drawing, done = axis_ticks(page)[0], svg_markup(page), epochs()
-    wait_until("the live chart to redraw with new epochs", lambda: epochs() > done + 2 and svg_markup(page) != drawing, 60)
-    time.sleep(1.5)
-    same = page.evaluate("() => document.querySelector('[data-testid=\"stVegaLiteChart\"]').__e2e")
+    same, zoomed, detail_x, overview_x = zoom_and_wait_for_epochs(page, lambda: sum(client.get(i).epochs_done for i in others))
     assert same == "same", "the live chart was re-created instead of updated in place"
-    detail_x, _, overview_x = axis_ticks(page)
     assert detail_x == zoomed, "the refresh reset the zoom"
     assert max(map(float, overview_x)) > max(map(float, detail_x)), "the zoom did not narrow the chart"
     assert_clean(page)

@@ -40,12 +40,11 @@ from tests.e2e.test_lab_browser import (
     free_port,
     lab_env,
     open_page,
-    overview_area,
     plot_points,
     settle,
     shot,
-    svg_markup,
     wait_until,
+    zoom_and_wait_for_epochs,
 )
 
 pytestmark = pytest.mark.e2e
@@ -245,19 +244,8 @@ def test_compare_keeps_its_zoom_while_runs_train(lab, client, page):
         open_page(page, f"{lab.url}/compare?runs={','.join(ids)}", "Compare runs")
         wait_until("axes on the chart", lambda: len(axis_ticks(page)) == 3 and len(axis_ticks(page)[0]) > 1, 60)
         assert chart_texts(page, "legend-label") == ["CCE (n=1)", "Lq q=0.7 (n=1)"]
-        epochs = lambda: sum(client.get(i).epochs_done for i in ids)  # noqa: E731
-        page.evaluate("() => { document.querySelector('[data-testid=\"stVegaLiteChart\"]').__e2e = 'same'; }")
-        x, y, w, h = overview_area(page)
-        page.mouse.move(x + w * 0.05, y + h / 2)
-        page.mouse.down()
-        page.mouse.move(x + w * 0.4, y + h / 2, steps=6)  # drag on the strip: zoom the chart above
-        page.mouse.up()
-        time.sleep(0.5)
-        zoomed, drawing, done = axis_ticks(page)[0], svg_markup(page), epochs()
-        wait_until("the chart to take new epochs", lambda: epochs() > done + 2 and svg_markup(page) != drawing, 60)
-        time.sleep(1.5)
-        same = page.evaluate("() => document.querySelector('[data-testid=\"stVegaLiteChart\"]').__e2e")
-        detail_x, _, overview_x = axis_ticks(page)
+        same, zoomed, detail_x, overview_x = zoom_and_wait_for_epochs(
+            page, lambda: sum(client.get(i).epochs_done for i in ids))
         shot(page, "17-compare-zoomed")
     finally:
         for i in ids:
