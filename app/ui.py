@@ -172,8 +172,8 @@ def seed_filters(prefix: str, params: Mapping[str, Any], records: Sequence) -> N
     has is dropped and named in a one-line note that filter_runs shows."""
     from app import compare_logic as cl
 
-    options = cl.filter_options(records)
     seen = cl.filter_options(records, varying_only=False)
+    options = {k: v for k, v in seen.items() if len(v) > 1 or k == "tag"}  # what filter_options offers
     for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(prefix + "f_")]:
         del st.session_state[key]
     dropped = []
