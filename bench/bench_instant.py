@@ -100,7 +100,7 @@ def through_runner(client, specs) -> tuple[float, float]:
     rounds the figures up to its period."""
     from sqlalchemy import func, select
 
-    from jobs.schema import metrics, runs
+    from jobs.schema import metrics
     from jobs.status import RunStatus
 
     submitted = time.time()
@@ -113,9 +113,9 @@ def through_runner(client, specs) -> tuple[float, float]:
     bad = [r.id for r in records.values() if r.status != RunStatus.COMPLETED]
     if bad:
         raise SystemExit(f"runs did not complete: {bad}")
-    first, done = client.store.db.read(lambda conn: (
-        conn.execute(select(func.min(metrics.c.recorded_at)).where(metrics.c.run_id.in_(ids))).scalar(),
-        conn.execute(select(func.max(runs.c.finished_at)).where(runs.c.id.in_(ids))).scalar()))
+    first = client.store.db.read(lambda conn: conn.execute(
+        select(func.min(metrics.c.recorded_at)).where(metrics.c.run_id.in_(ids))).scalar())
+    done = max(r.finished_at for r in records.values()).timestamp()
     return first - submitted, done - submitted
 
 
@@ -244,8 +244,9 @@ def run(rounds: int = 5, busy: int = 0, groups: tuple[str, ...] = tuple(GROUPS),
         rows,
         f"lab: `LabClient.submit_group` to rows in the store, through a `python -m jobs worker` with {slots} CPU "
         f"slots ({which}) whose warm run processes are idle; timed by the store's own clock (the first epoch "
-        f"row's recorded_at, the last run's finished_at), the client looking every {POLL_S:g} s. cold: `python -m gce_core train` per run, one after "
-        "another (a process start each: Python, torch, the library, the first optimiser).",
+        f"row's recorded_at, the last run's finished_at), the client looking every {POLL_S:g} s. cold: "
+        "`python -m gce_core train` per run, one after another (a process start each: Python, torch, the "
+        "library, the first optimiser).",
     )
     tables = [table]
     if not busy:
