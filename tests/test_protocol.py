@@ -109,11 +109,13 @@ def test_the_quick_digits_preset_shows_the_papers_ordering_at_40_percent_uniform
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-@pytest.mark.parametrize(("noise", "rate", "margin"), [("class_dependent", 0.4, 0.15), ("uniform", 0.6, 0.015)])
+@pytest.mark.parametrize(("noise", "rate", "margin"), [("class_dependent", 0.4, 0.1), ("uniform", 0.6, 0.015)])
 def test_the_quick_mnist5k_preset_shows_lq_beating_cce_at_the_best_validation_epoch(noise, rate, margin):
     """The README's mnist5k table, seed 0 on one thread (6-8 s a run on an idle core): at the best
     noisy-validation epoch, class-dependent 0.4: CCE 59.2, Lq 86.2; uniform 0.6: CCE 82.6, Lq 85.0
-    (Lq wins every one of seeds 0-4 in both). ``margin`` is a little under seed 0's."""
+    (Lq wins every one of seeds 0-4 in both), on the Intel VM of the table. On an AMD EPYC VM
+    (other float32 kernels): class-dependent CCE 71.6, Lq 84.5; uniform 0.6 CCE 82.6, Lq 84.4.
+    ``margin`` is a little under the smaller of the two."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
