@@ -60,9 +60,8 @@ def random_cifar(n: int, device: torch.device, seed: int = 0) -> ExperimentData:
         y_train=y.to(device),
         y_train_clean=y.to(device),
         is_noisy=torch.zeros(n, dtype=torch.bool, device=device),
-        x_val=torch.randn(few, 3, 32, 32, generator=g).to(device),
+        x_eval=torch.randn(2 * few, 3, 32, 32, generator=g).to(device),  # validation, then test
         y_val=y[:few].to(device),
-        x_test=torch.randn(few, 3, 32, 32, generator=g).to(device),
         y_test=y[:few].to(device),
         num_classes=10,
         transition=torch.eye(10),

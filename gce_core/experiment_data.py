@@ -47,9 +47,8 @@ class ExperimentData:
     y_train: torch.Tensor  # (N,) int64 noisy labels, what the loss sees
     y_train_clean: torch.Tensor  # (N,) int64 true labels, NO_LABEL for open-set images
     is_noisy: torch.Tensor  # (N,) bool
-    x_val: torch.Tensor
+    x_eval: torch.Tensor  # the validation images, then the test images: evaluated in one pass
     y_val: torch.Tensor  # noisy
-    x_test: torch.Tensor
     y_test: torch.Tensor  # clean
     num_classes: int
     transition: torch.Tensor  # (C, C) realised on the whole (pre-split) training set
@@ -59,6 +58,18 @@ class ExperimentData:
     @property
     def n_train(self) -> int:
         return int(self.y_train.shape[0])
+
+    @property
+    def n_val(self) -> int:
+        return int(self.y_val.shape[0])
+
+    @property
+    def x_val(self) -> torch.Tensor:
+        return self.x_eval[: self.n_val]
+
+    @property
+    def x_test(self) -> torch.Tensor:
+        return self.x_eval[self.n_val :]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -158,9 +169,8 @@ def build_experiment_data(spec: RunSpec, device: torch.device | str = "cpu") -> 
         y_train=put(y_noisy[tr]),
         y_train_clean=put(t.y_clean[tr]),
         is_noisy=put(is_noisy[tr]),
-        x_val=put(x[va] - mean),
+        x_eval=put(torch.cat([x[va], t.raw.x_test]) - mean),
         y_val=put(y_noisy[va]),
-        x_test=put(t.raw.x_test - mean),
         y_test=put(t.raw.y_test),
         num_classes=t.raw.info.num_classes,
         transition=t.noisy.transition,

@@ -45,9 +45,18 @@ def training_pass_metrics(
       their true label;
     - fy_hist_clean / fy_hist_noisy: histograms of f_y (softmax at the noisy label), 20 bins.
     """
+    f_y, pred = fy_and_prediction(logits, y_noisy)
+    return _pass_metrics(f_y, pred, y_noisy, y_clean, is_noisy)
+
+
+def fy_and_prediction(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """f_y (softmax at label y) and the predicted class of each row of logits (N, C)."""
     logits = logits.float()
-    pred = logits.argmax(dim=1)
-    f_y = torch.softmax(logits, dim=1).gather(1, y_noisy[:, None]).squeeze(1)
+    return torch.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1), logits.argmax(dim=1)
+
+
+def _pass_metrics(f_y: torch.Tensor, pred: torch.Tensor, y_noisy: torch.Tensor, y_clean: torch.Tensor,
+                  is_noisy: torch.Tensor) -> dict[str, object]:
     has_clean = y_clean >= 0
     hit_noisy = pred == y_noisy
     hit_clean = pred == y_clean  # never true for open-set images (clean label -1)
@@ -56,17 +65,18 @@ def training_pass_metrics(
     hits = torch.stack([hit_noisy, hit_clean, hit_noisy & is_noisy, hit_clean & is_noisy])
     within = torch.stack([torch.ones_like(has_clean), has_clean, is_noisy, is_noisy & has_clean])
     shares = (hits.sum(1, dtype=torch.float32) / within.sum(1, dtype=torch.float32)).tolist()
-
-    def hist(values: torch.Tensor) -> list[int]:
-        return torch.histc(values.cpu(), bins=HIST_BINS, min=0.0, max=1.0).long().tolist()
-
+    # Both histograms in one count: bin b of the clean samples is b, of the noisy ones HIST_BINS + b
+    # (f_y = 1 falls in the last bin, as in torch.histc over [0, 1]; the NaN of a diverged epoch, in
+    # the first, and the trainer stops the run).
+    bins = (f_y * HIST_BINS).long().clamp_(0, HIST_BINS - 1) + HIST_BINS * is_noisy
+    counts = torch.bincount(bins, minlength=2 * HIST_BINS).tolist()
     return {
         "train_acc_noisy": shares[0],
         "train_acc_clean": shares[1],
         "memorised": shares[2],
         "flipped_to_true": shares[3],
-        "fy_hist_clean": hist(f_y[~is_noisy]),
-        "fy_hist_noisy": hist(f_y[is_noisy]),
+        "fy_hist_clean": counts[:HIST_BINS],
+        "fy_hist_noisy": counts[HIST_BINS:],
     }
 
 
@@ -77,27 +87,24 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def epoch_train_metrics(
-    data: ExperimentData, perm: torch.Tensor, logits_seen: torch.Tensor, loss_total: torch.Tensor
+    data: ExperimentData, perm: torch.Tensor, logits_seen: torch.Tensor, train_loss: torch.Tensor
 ) -> dict:
-    """Training-set metrics from the epoch's logits (N, C) in visiting order ``perm``. The metrics
-    are shares and histograms, so they are computed in that order, with the labels permuted."""
-    metrics = training_pass_metrics(
-        logits_seen, data.y_train[perm], data.y_train_clean[perm], data.is_noisy[perm]
-    )
-    return {"train_loss": float(loss_total) / data.n_train, **metrics, **gallery_metrics(data, perm, logits_seen)}
+    """Training-set metrics from the epoch's logits (N, C) in visiting order ``perm`` and its mean
+    training loss: put back in index order once, so the labels and the gallery's indices apply
+    as they are."""
+    logits = torch.empty_like(logits_seen)
+    logits[perm] = logits_seen
+    f_y, pred = fy_and_prediction(logits, data.y_train)
+    metrics = _pass_metrics(f_y, pred, data.y_train, data.y_train_clean, data.is_noisy)
+    return {"train_loss": float(train_loss), **metrics, **gallery_metrics(data.gallery_idx, f_y, pred)}
 
 
-def gallery_metrics(data: ExperimentData, perm: torch.Tensor, logits_seen: torch.Tensor) -> dict:
+def gallery_metrics(idx: torch.Tensor | None, f_y: torch.Tensor, pred: torch.Tensor) -> dict:
     """f_y (rounded to 4 digits) and the predicted class of the Noise insight gallery's samples
-    (``data.gallery_idx``, in that order) from the epoch's logits in visiting order ``perm``."""
-    idx = data.gallery_idx
+    (training indices ``idx``, in that order) from the training set's f_y and predictions."""
     if idx is None or idx.numel() == 0:
         return {"fy_gallery": [], "pred_gallery": []}
-    where = torch.empty_like(perm)
-    where[perm] = torch.arange(perm.numel(), device=perm.device)
-    logits = logits_seen[where[idx]].float()
-    f_y = torch.softmax(logits, dim=1).gather(1, data.y_train[idx][:, None]).squeeze(1)
-    return {"fy_gallery": [round(v, 4) for v in f_y.tolist()], "pred_gallery": logits.argmax(1).tolist()}
+    return {"fy_gallery": [round(v, 4) for v in f_y[idx].tolist()], "pred_gallery": pred[idx].tolist()}
 
 
 def evaluation_metrics(

@@ -5,9 +5,9 @@ Per batch: the model's logits, the run's loss (``losses.make_loss_state``, made 
 from the registry: the per-sample values of the batch's training indices; a loss with state of
 its run, such as truncated Lq's ACS weights or forward correction's T, keeps it there and gets
 a call before and after each epoch), autograd's backward and the step of a torch optimiser (SGD with the spec's momentum and weight decay, or Adam). The whole
-data set lives on the run's device as tensors; a batch is an index slice of the epoch's
-permutation, augmentation runs in batch on the device, and nothing in the loop waits for the
-host. On CUDA (``mixed_precision``) the model runs channels_last, under bf16 autocast unless the
+data set lives on the run's device as tensors; each epoch gathers it once in the epoch's order
+and a batch is a slice of that, augmentation runs in batch on the device, and nothing in the
+loop waits for the host. On CUDA (``mixed_precision``) the model runs channels_last, under bf16 autocast unless the
 spec's ``precision`` is float32 (the paper's arithmetic). With
 ``compile`` the training forward is torch.compile'd (``compile_model``); torch keeps the compiled
 graphs for the life of the process, so a later run of the same architecture and shapes in a
@@ -196,6 +196,8 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, device: torch.device
             chunks = [model(x[s : s + EVAL_BATCH]).float() for s in range(0, x.shape[0], EVAL_BATCH)]
     finally:
         model.train(was_training)
+    if len(chunks) == 1:
+        return chunks[0]
     return torch.cat(chunks) if chunks else torch.empty(0, device=device)
 
 
@@ -216,38 +218,41 @@ def train_one_epoch(
     training-set metrics (from the logits of the pass itself), or None if ``should_stop`` asked
     to stop at a batch boundary (the epoch is then discarded)."""
     n, bs = data.n_train, spec.batch_size
-    perm = torch.randperm(n, generator=st.generator)
+    perm = torch.randperm(n, generator=st.generator).to(device)
+    # The epoch's order gathered once (a transient copy of the training set); batches are slices.
+    x, y = data.x_train[perm], data.y_train[perm]
     if spec.augment:  # drawn after the order, per training index
-        offsets, flips = (t.to(device) for t in augment.draw_epoch_params(n, st.generator))
-    perm = perm.to(device)
-    logits_seen = torch.empty(n, data.num_classes, device=device)  # in visiting order
-    loss_total = torch.zeros((), device=device)
+        offsets, flips = (t.to(device)[perm] for t in augment.draw_epoch_params(n, st.generator))
+    channels_last = mixed_precision(device)
+    autocast = device_autocast(device, spec.precision)  # decided once; entered per batch
+    seen = []  # each batch's (logits, per-sample loss values), detached, in visiting order
     model, opt = st.forward_model, st.optimizer
     model.train()
     for start in range(0, n, bs):
         if should_stop is not None and should_stop():
             return None
-        idx = perm[start : start + bs]
-        xb = data.x_train[idx]
+        batch = slice(start, start + bs)
+        xb = x[batch]
         if spec.augment:
-            xb = augment.crop_and_flip(xb, offsets[idx], flips[idx])
-        if mixed_precision(device):
+            xb = augment.crop_and_flip(xb, offsets[batch], flips[batch])
+        if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        with device_autocast(device, spec.precision):
+        with autocast:
             logits = model(xb)
-        loss = st.loss(logits, data.y_train[idx], idx).mean()
+        values = st.loss(logits, y[batch], perm[batch])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        values.mean().backward()
         opt.step()
-        logits_seen[start : start + bs] = logits.detach()
-        loss_total += loss.detach() * idx.shape[0]
-    return epoch_train_metrics(data, perm, logits_seen, loss_total)
+        seen.append((logits.detach(), values.detach()))
+    logits_seen, values_seen = (torch.cat(parts) for parts in zip(*seen, strict=True))
+    return epoch_train_metrics(data, perm, logits_seen, values_seen.mean())
 
 
 def evaluate_epoch(spec: RunSpec, st: RunState, data: ExperimentData, device: torch.device) -> dict:
-    """val_acc, test_acc and loss_sum_mean of the model after an epoch."""
-    val_logits = predict_logits(st.model, data.x_val, device, spec.precision)
-    test_logits = predict_logits(st.model, data.x_test, device, spec.precision)
+    """val_acc, test_acc and loss_sum_mean of the model after an epoch (validation and test
+    images in one pass)."""
+    logits = predict_logits(st.model, data.x_eval, device, spec.precision)
+    val_logits, test_logits = logits[: data.n_val], logits[data.n_val :]
     return evaluation_metrics(spec, val_logits, data.y_val, test_logits, data.y_test, st.loss.sum_values)
 
 

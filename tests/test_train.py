@@ -243,6 +243,36 @@ def test_training_pass_metrics_on_a_known_case():
     assert sum(m["fy_hist_clean"]) == 2 and sum(m["fy_hist_noisy"]) == 2
 
 
+def test_f_y_histograms_count_like_torch_histc_over_0_1():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(500, 10, generator=g) * 3
+    logits[:5] = torch.tensor([100.0] + [0.0] * 9)  # f_y = 1.0 at label 0: the last bin
+    y = torch.randint(0, 10, (500,), generator=g)
+    y[:5] = 0
+    is_noisy = torch.rand(500, generator=g) < 0.4
+    m = training_pass_metrics(logits, y, y, is_noisy)
+    f_y = torch.softmax(logits, 1).gather(1, y[:, None]).squeeze(1)
+    assert m["fy_hist_clean"] == torch.histc(f_y[~is_noisy], 20, 0, 1).long().tolist()
+    assert m["fy_hist_noisy"] == torch.histc(f_y[is_noisy], 20, 0, 1).long().tolist()
+    assert m["fy_hist_clean"][-1] + m["fy_hist_noisy"][-1] >= 5
+
+
+def test_epoch_metrics_from_logits_in_visiting_order_match_index_order():
+    from gce_core.experiment_data import build_experiment_data
+    from gce_core.metrics import epoch_train_metrics
+
+    data = build_experiment_data(parse_spec(dict(dataset="digits", noise="uniform", noise_rate=0.4)))
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(data.n_train, data.num_classes, generator=g)
+    perm = torch.randperm(data.n_train, generator=g)
+    m = epoch_train_metrics(data, perm, logits[perm], torch.tensor(0.25))  # row i of the pass is sample perm[i]
+    assert m == {"train_loss": 0.25,
+                 **training_pass_metrics(logits, data.y_train, data.y_train_clean, data.is_noisy),
+                 "fy_gallery": [round(v, 4) for v in torch.softmax(logits, 1)[data.gallery_idx, data.y_train[data.gallery_idx]].tolist()],
+                 "pred_gallery": logits[data.gallery_idx].argmax(1).tolist()}
+    assert len(m["fy_gallery"]) > 0
+
+
 def test_pruning_quality_and_summary():
     p, r = pruning_quality(torch.tensor([0.0, 0.0, 1.0, 1.0]), torch.tensor([True, False, True, False]))
     assert (p, r) == (0.5, 0.5)
