@@ -277,10 +277,11 @@ def run_epochs(
     on_epoch: EpochCallback | None = None,
     should_stop: StopCheck | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
+    before_checkpoint: Callable[[], None] | None = None,
 ) -> bool:
     """Train from st.epoch up to ``until_epoch``, reporting every epoch and checkpointing the
-    first, the last, and any epoch that ends CHECKPOINT_EVERY_S or more after the last checkpoint.
-    Returns True if ``should_stop`` stopped it."""
+    first, the last, and any epoch that ends CHECKPOINT_EVERY_S or more after the last checkpoint
+    (calling ``before_checkpoint`` first). Returns True if ``should_stop`` stopped it."""
     saved_at = None
     while st.epoch < until_epoch:
         started = time.perf_counter()
@@ -300,13 +301,16 @@ def run_epochs(
         row = epoch_row(spec, st.epoch + 1, train_metrics, evals, lr, st.loss.row(), seconds,
                         data.gallery_idx, getattr(st.loss, "weights", None))
         record_epoch(spec, st, row)
-        # Report first, then checkpoint: a consumer never lacks an epoch the checkpoint holds;
-        # after a crash in between, the resumed run re-delivers that epoch (dedupe by epoch).
+        # Report first, then checkpoint: a consumer never lacks an epoch the checkpoint holds (one
+        # that holds rows back writes them in before_checkpoint); after a crash in between, the
+        # resumed run re-delivers that epoch (dedupe by epoch).
         if on_epoch is not None:
             on_epoch(row)
         now = time.perf_counter()
         due = saved_at is None or now - saved_at >= CHECKPOINT_EVERY_S or st.epoch == until_epoch
         if checkpoint_dir is not None and due:
+            if before_checkpoint is not None:
+                before_checkpoint()
             save_checkpoint(checkpoint_dir, checkpoint_state(spec, st))
             saved_at = now
     return False
@@ -330,14 +334,17 @@ def train(
     on_epoch: EpochCallback | None = None,
     should_stop: StopCheck | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
+    before_checkpoint: Callable[[], None] | None = None,
 ) -> dict:
     """Train one run. Returns the summary (see metrics.SUMMARY_KEYS) plus run facts.
 
     on_epoch(row) is called after every completed epoch with its metrics row.
     should_stop() is polled at every batch boundary; when it returns True the run stops, the
     unfinished epoch is discarded and the summary has ``stopped: True``.
-    checkpoint_dir: a checkpoint is written there after every epoch; if one is already there
-    (same spec), training resumes from it exactly.
+    checkpoint_dir: a checkpoint is written there after the first and the last epoch and at most
+    every CHECKPOINT_EVERY_S in between; if one is already there (same spec), training resumes
+    from it exactly. before_checkpoint() is called before each one is written (a consumer that
+    holds rows of on_epoch back writes them then, so no checkpoint holds an epoch it lacks).
     """
     spec = parse_spec(spec)
     device = resolve_device(spec.device)
@@ -351,5 +358,6 @@ def train(
             restore_state(st, saved, device)
     if spec.compile:
         st.compiled = compile_model(st.model)
-    stopped = run_epochs(spec, st, data, device, spec.epochs, on_epoch, should_stop, checkpoint_dir)
+    stopped = run_epochs(spec, st, data, device, spec.epochs, on_epoch, should_stop, checkpoint_dir,
+                         before_checkpoint)
     return run_summary(spec, st, data, device, stopped)

@@ -291,23 +291,31 @@ class Store:
         return row.claim_token == token and row.status == RunStatus.RUNNING.value, bool(row.cancel_requested)
 
     def add_epoch(self, run_id: str, token: str, row: dict, *, now: float) -> bool:
-        """Store one epoch row; False if that epoch was already stored (a resumed run repeats the
-        epoch whose checkpoint was not written). Superseded if the run is not this process's."""
-        epoch = int(row["epoch"])
-        seconds = float(row.get("seconds") or 0.0)
+        """Store one epoch row (``add_epochs``); False if that epoch was already stored."""
+        return self.add_epochs(run_id, token, [row], now=now) == 1
+
+    def add_epochs(self, run_id: str, token: str, rows: list[dict], *, now: float) -> int:
+        """Store epoch rows in one transaction; returns how many were new (a resumed run repeats
+        the epochs since its checkpoint, which are already stored). Superseded if the run is not
+        this process's."""
+        epochs = [int(row["epoch"]) for row in rows]
 
         def fn(conn):
             if conn.execute(select(runs.c.id).where(_mine(run_id, token))).first() is None:
                 raise Superseded(f"run {run_id} was started again elsewhere or given up on")
-            key = (metrics.c.run_id == run_id) & (metrics.c.epoch == epoch)
-            if conn.execute(select(metrics.c.epoch).where(key)).first() is not None:
-                return False
-            conn.execute(insert(metrics).values(run_id=run_id, epoch=epoch, row=json.dumps(row), recorded_at=now))
+            have = set(conn.execute(select(metrics.c.epoch).where(
+                (metrics.c.run_id == run_id) & metrics.c.epoch.in_(epochs))).scalars())
+            new = [(epoch, row) for epoch, row in zip(epochs, rows, strict=True) if epoch not in have]
+            if not new:
+                return 0
+            conn.execute(insert(metrics), [dict(run_id=run_id, epoch=epoch, row=json.dumps(row), recorded_at=now)
+                                           for epoch, row in new])
+            seconds = sum(float(row.get("seconds") or 0.0) for _, row in new)
             done = select(func.max(metrics.c.epoch)).where(metrics.c.run_id == run_id).scalar_subquery()
             conn.execute(update(runs).where(runs.c.id == run_id).values(
                 epochs_done=done, train_seconds=runs.c.train_seconds + seconds, heartbeat_at=now,
                 storage_faults=0))  # progress: a next storage fault backs off from the start
-            return True
+            return len(new)
 
         return self.db.write(fn)
 

@@ -19,7 +19,8 @@ nothing), CUDA's context.
 Per run: the run's checkpoint in <lab home>/runs/<id>/ is resumed if there is one (one that cannot
 be read, or is another spec's, is moved aside and the previous one, else epoch 0, is used, saying
 so in the run's log), a device this process does not have fails the run at once, every epoch
-is written to the store (a repeated epoch is ignored), a thread heartbeats the run, and training
+is written to the store (the first at once, then together at most every ROWS_EVERY_S and before
+each checkpoint: ``EpochRows``; a repeated epoch is ignored), a thread heartbeats the run, and training
 stops at a batch boundary when its cancel flag is set (read at most every GCE_LAB_CANCEL_POLL_S),
 the run is taken over, or on SIGTERM/SIGINT. The process writes the end of a run itself when it
 knows it (completed, cancelled); anything else the supervisor reads from the exit code
@@ -55,6 +56,10 @@ from jobs.executor import (
 )
 from jobs.logs import output_to
 from jobs.storage import is_storage_fault, storage_fault_text
+
+# A run's epoch rows go to the store at most this often after its first (EpochRows): a write per
+# epoch cost a tenth of a quick digits run (60 epochs of about 20 ms; docs/BENCHMARKS.md).
+ROWS_EVERY_S = 0.25
 
 # Set by the signal handler, read by StopCheck: handlers only set flags.
 _signalled: list[int] = []
@@ -145,6 +150,29 @@ def _epoch_line(row: dict, epochs: int) -> str:
 _stores: dict[str, object] = {}
 
 
+class EpochRows:
+    """A run's epoch rows on their way to the store: the first at once (the first curve point),
+    then together, at most every ``every_s``; ``flush()`` writes what is held (the trainer calls
+    it before each checkpoint, so no checkpoint holds an epoch the store lacks: a crashed run
+    resumes from its checkpoint and trains the held epochs again)."""
+
+    def __init__(self, store, run_id: str, token: str, every_s: float = ROWS_EVERY_S, clock=time.monotonic):
+        self.store, self.run_id, self.token, self.every_s, self.clock = store, run_id, token, every_s, clock
+        self.held: list[dict] = []
+        self.written_at: float | None = None
+
+    def add(self, row: dict) -> None:
+        self.held.append(row)
+        if self.written_at is None or self.clock() - self.written_at >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.held:
+            self.store.add_epochs(self.run_id, self.token, self.held, now=time.time())
+            self.held = []
+        self.written_at = self.clock()
+
+
 def _store():
     """The store at config.db_url(), opened once per process (a warm process keeps it)."""
     from jobs.store import Store
@@ -206,15 +234,23 @@ def run(run_id: str, token: str) -> int:
     check = StopCheck(store, run_id, token, beat, settings.cancel_poll_s)
     epochs = rec.spec.epochs
 
+    rows = EpochRows(store, run_id, token)
+
     def on_epoch(row: dict) -> None:
-        store.add_epoch(run_id, token, row, now=time.time())
+        rows.add(row)
         print(_epoch_line(row, epochs), flush=True)
 
     try:
-        summary = train(rec.spec, on_epoch=on_epoch, should_stop=check, checkpoint_dir=folder)
+        summary = train(rec.spec, on_epoch=on_epoch, should_stop=check, checkpoint_dir=folder,
+                        before_checkpoint=rows.flush)
+        rows.flush()  # a stopped run's epochs since its last checkpoint
     except Superseded as exc:
         print(f"stopping: {exc}", flush=True)
         return EXIT_SUPERSEDED
+    except Exception:
+        with contextlib.suppress(Exception):  # the error below is the one to report
+            rows.flush()  # the epochs before the error stay to be seen
+        raise
     finally:
         beat.stop()
     if summary["stopped"]:

@@ -244,7 +244,7 @@ def test_a_completed_run_at_chance_level_stores_the_warning_and_the_cli_shows_it
     run_id = client.submit(dict(dataset="digits", epochs=2, optimizer="adam", lr=10))
     run = client.store.claim(worker_id="w", host="h", device="cpu", now=time.time())
 
-    def learns_nothing(spec, on_epoch, should_stop, checkpoint_dir):
+    def learns_nothing(spec, on_epoch, should_stop, checkpoint_dir, before_checkpoint):
         on_epoch(dict(epoch=1, train_loss=2.3, val_acc=0.1, test_acc=0.1, seconds=0.1))
         return {"stopped": False, "epochs_completed": 1, "test_acc_at_best_val": 0.1, "best_val_epoch": 1,
                 "last_test_acc": 0.1, "best_test_acc": 0.1}

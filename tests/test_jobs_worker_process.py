@@ -18,6 +18,7 @@ from jobs.worker_process import (
     EXIT_STOPPED,
     EXIT_STORAGE,
     EXIT_SUPERSEDED,
+    EpochRows,
     Heartbeat,
     StopCheck,
 )
@@ -33,6 +34,7 @@ class FakeStore:
         self.finished: dict[str, RunStatus] = {}
         self.completed: list[str] = []
         self.epochs: list[int] = []
+        self.writes: list[list[int]] = []  # the epochs of each add_epochs
         self.beats = 0
 
     def control(self, run_id, token):
@@ -49,9 +51,10 @@ class FakeStore:
         self.beats += 1
         return self.mine
 
-    def add_epoch(self, run_id, token, row, *, now):
-        self.epochs.append(row["epoch"])
-        return True
+    def add_epochs(self, run_id, token, rows, *, now):
+        self.writes.append([row["epoch"] for row in rows])
+        self.epochs += self.writes[-1]
+        return len(rows)
 
     def complete(self, run_id, token, summary, *, now):
         self.completed.append(run_id)
@@ -124,6 +127,24 @@ def test_the_heartbeat_sets_lost_once_the_run_is_not_this_processes():
     assert beat.lost.is_set() and not beat.is_alive()
 
 
+def test_epoch_rows_write_the_first_at_once_then_together_at_most_every_period():
+    store, clock = FakeStore(), Clock()
+    rows = EpochRows(store, "r", "tok", every_s=0.25, clock=clock)
+    rows.add({"epoch": 1})
+    clock.t += 0.1
+    rows.add({"epoch": 2})
+    clock.t += 0.1
+    rows.add({"epoch": 3})
+    assert store.writes == [[1]]  # 2 and 3 are held: 0.2 s since the last write
+    clock.t += 0.1
+    rows.add({"epoch": 4})
+    assert store.writes == [[1], [2, 3, 4]]
+    rows.add({"epoch": 5})
+    rows.flush()  # what the trainer calls before a checkpoint
+    rows.flush()  # nothing held: nothing written
+    assert store.writes == [[1], [2, 3, 4], [5]] and store.epochs == [1, 2, 3, 4, 5]
+
+
 # --- one run, with a fake trainer -----------------------------------------------------------------
 def record(run_id="r", cancel=False, **spec):
     return SimpleNamespace(id=run_id, name=run_id, claim_token="tok", status=RunStatus.RUNNING,
@@ -138,7 +159,7 @@ def fake_run(lab_home, monkeypatch):
     monkeypatch.setenv(SupervisorSettings.ENV["heartbeat_s"], "60")
 
     def go(store, behaviour):
-        def fake_train(spec, on_epoch, should_stop, checkpoint_dir):
+        def fake_train(spec, on_epoch, should_stop, checkpoint_dir, before_checkpoint):
             return behaviour(on_epoch, should_stop)
 
         monkeypatch.setattr(gce_core.train, "train", fake_train)
@@ -203,6 +224,18 @@ def test_an_error_is_exit_code_1_with_the_traceback(fake_run, capsys):
     assert fake_run(FakeStore(record()), raises) == EXIT_ERROR
     err = capsys.readouterr().err
     assert "Traceback" in err and "error: ValueError: no such thing" in err
+
+
+def test_an_error_after_some_epochs_keeps_the_epochs_held_back(fake_run, capsys):
+    def diverges(on_epoch, _stop):
+        on_epoch(dict(epoch=1, train_loss=0.5, val_acc=0.5, test_acc=0.5, seconds=0.1))
+        on_epoch(dict(epoch=2, train_loss=0.5, val_acc=0.5, test_acc=0.5, seconds=0.1))  # held
+        raise ValueError("diverged at epoch 3")
+
+    store = FakeStore(record())
+    assert fake_run(store, diverges) == EXIT_ERROR
+    assert store.writes == [[1], [2]]
+    assert "error: ValueError: diverged at epoch 3" in capsys.readouterr().err
 
 
 def test_a_run_that_is_not_ours_is_not_trained(fake_run):

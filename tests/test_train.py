@@ -158,6 +158,20 @@ def test_checkpoints_are_written_at_the_first_and_last_epoch_and_then_every_inte
     assert saved == [1, 2, 3, 4, 5, 6]
 
 
+def test_before_checkpoint_comes_after_the_epochs_report_and_before_its_checkpoint(tmp_path, monkeypatch):
+    import gce_core.train
+
+    events = []
+    real = gce_core.train.save_checkpoint
+    monkeypatch.setattr(gce_core.train, "save_checkpoint",
+                        lambda d, state: events.append(("save", state["epoch"])) or real(d, state))
+    monkeypatch.setattr(gce_core.train, "CHECKPOINT_EVERY_S", 3600.0)  # first and last only
+    train(parse_spec(TINY), on_epoch=lambda row: events.append(("row", row["epoch"])),
+          before_checkpoint=lambda: events.append(("flush", None)), checkpoint_dir=tmp_path)
+    assert events == [("row", 1), ("flush", None), ("save", 1), ("row", 2), ("row", 3), ("row", 4),
+                      ("row", 5), ("row", 6), ("flush", None), ("save", 6)]
+
+
 def test_a_stop_discards_the_unfinished_epoch(tmp_path):
     calls = {"n": 0}
 
