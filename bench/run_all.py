@@ -66,42 +66,52 @@ READING = """## Reading the figures
 - **Why 3 slots on 2 cores.** The slot-count table: with 3 one-thread slots (the default here)
   the quick demo's three runs train side by side; with 2 slots the third run waits for a free
   slot, and one slot of 2 threads (the earlier default, half the cores) trains them one after
-  another, because a second intra-op thread speeds this small MLP up by only about 1.3x.
-- **What the trainer adds to a plain loop.** Per batch the lab's trainer does what the plain
-  loop does (model, loss, autograd backward, a torch optimiser step), plus keeping the batch's
-  logits and its loss for the epoch's training-set metrics; per epoch it adds those metrics
-  (accuracies on noisy and true labels, memorisation, f_y histograms, the gallery's f_y), the
-  loss summed over all labels for the bounds plot, and for truncated Lq the ACS weights. There
-  is no data loader or per-batch copy on either side. The lab is slower, by 7-12% on a whole
-  epoch in the runs of 2026-12-06: that is the price of the bookkeeping on a small MLP, where a
-  step costs about a millisecond and fixed costs show. Where it goes (an A/B of the training
-  pass on one thread, 2026-12-06, medians of 60 rounds): the per-batch bookkeeping (the logits
-  kept, the loss summed, the loss's per-sample values and then their mean, which the loss-state
-  hooks need) adds 4-5% to a bare loop; the training-set metrics, about 0.5 ms, add 5-6%; torch's
-  fused SGD kernel, which the lab steps, takes back 5-9% against torch's default SGD, which the
-  plain loop steps.
+  another, because a second intra-op thread speeds this small MLP up by only about 1.3x. For 3
+  losses x 3 seeds 2 slots were as fast or faster on the AMD EPYC VM (7.48 s against 8.29 s in
+  the table above): three runs sharing two cores lose to cache and switching what the third
+  slot gains. The default follows the quick demo, the lab's first screen.
+- **What the trainer adds to a plain loop, and what it saves.** Per batch the lab's trainer does
+  what the plain loop does (model, loss, autograd backward, a torch optimiser step), plus keeping
+  the batch's logits and per-sample loss values (two detached tensors in a list) for the epoch's
+  training-set metrics; per epoch it adds those metrics (about 0.3 ms: accuracies on noisy and
+  true labels, memorisation, both f_y histograms in one count, the gallery's f_y), the loss
+  summed over all labels for the bounds plot, the learning-rate schedule, and for truncated Lq
+  the ACS weights. It saves where the plain loop repeats per batch what can be done once: it
+  gathers the training set in the epoch's order once and slices the batches from that (the plain
+  loop gathers each batch's images and labels by index), evaluates the validation and test images
+  in one forward pass, and steps torch's fused SGD kernel (about 70 us a step on this MLP against
+  155 us for torch's default SGD, one thread). Net, in the trainer tables above: 0.98-1.01x a
+  plain loop's epoch. Until 2026-12-06 the lab took 1.07-1.13x: it wrote each batch's logits
+  into a preallocated buffer and added its loss to a running sum (more ops a batch), entered a
+  disabled autocast context every batch, gathered each batch by index, and evaluated the
+  validation and test sets in two passes. An A/B on one thread (AMD EPYC, medians of 150
+  rounds) put these at about 1.8%, 1%, 2.4% and 1.6% of an epoch.
 - **Lq against CCE.** Lq is computed from log-probabilities (`-expm1(q * log_softmax_y) / q`)
   with autograd's gradient: a few element-wise ops more than CCE's fused kernels.
 - **3 losses x 3 seeds against the 6 s target: the arithmetic of a digits run.** One step of the
   quick preset's MLP (64-256-256-10, batch 128) is about 21.6 MFLOP forward and 39 MFLOP
-  backward; a run is 660 steps, about 40 GFLOP, and takes about 0.95 s in a warm process on one
-  thread (89% the training pass: model, loss, autograd backward and torch's fused SGD step; 10%
-  the per-epoch evaluation). Nine runs are then about 8.7 core-seconds. On the Intel VM of the
-  figures above two processes side by side train at full speed each (0.91-0.93 s a run against
-  0.96-0.97 s alone), so nine runs need 4.4 s of training on 2 cores; the rest is the job
-  runner's share of a run (about 0.1 core-seconds: 60 epoch rows written at about 0.85 ms each,
-  2-3 checkpoints at 5-9 ms each with their fsync, 2-4 ms of set-up) and the three waves of
-  three runs. Measured: 5.13 s and then 5.84 s in the main table of two runs of this benchmark
-  on this VM, 5.85 s and 5.25 s for 3 slots in their slot-count tables: under the target each
-  time, with a margin of 0.15-0.9 s. On the AMD EPYC VM of the earlier runs that day two processes side by side got only
-  about 1.35 times the throughput of one, and the figure straddled the target there (5.81-6.52
-  s, timed with the 5 ms polling). What was tried: torch.compile (inductor) made the epoch no faster (37 ms against 33 ms
-  eager, 2026-11-25); bf16 autocast made a step 1.08-1.15 ms against 1.19-1.23 ms on a CPU with
-  AVX512-BF16 (the casts eat the gain on these shapes), not worth a second numeric path;
-  flushing denormals, freezing Python's garbage collector after the warm-up, and glibc's malloc
-  thresholds changed nothing. A 64-128-128-10 MLP halves a run, but it changes what the lab shows
-  (truncated Lq at 60% noise fell from 84% to 55%, MAE at 40% from 92% to 86%), so the preset
-  stays.
+  backward; a run is 660 steps, about 40 GFLOP, and takes 1.05-1.2 s in a warm process on one
+  thread of the AMD EPYC VM of the figures above (0.95 s on the Intel VM of the earlier runs of
+  2026-12-06), 89% of it the training pass. Nine runs are then 9.5-11 core-seconds: 4.7-5.4 s on
+  2 cores at best. Two bare processes side by side train at full speed each here, but three
+  one-thread runs sharing two cores (3 slots) took 2.2-2.5 s each, about 1.5 core-seconds a run,
+  and the job runner adds its share: through `worker_process.run` a run took 0.2 s longer than
+  `train()` alone (one thread, medians of 6), 0.14 s of it the 60 epoch rows written one
+  transaction each (1.2 ms each alone, more between epochs that then find their data out of the
+  caches). Since 2026-12-06 a run's rows go to the store together, the first at once and then at
+  most every 0.25 s (and before each checkpoint): an A/B through two workers side by side put
+  the quick demo at 0.96x and 3 losses x 3 seeds at 0.93x the time of one write per epoch
+  (medians of 4). Measured in the tables above: the quick demo completes in 2.10 s, under its
+  2.5 s target; 3 losses x 3 seeds in 8.15 s, over its 6 s target, while this VM was in a slow
+  spell (the trainer tables' epochs took 23-24 ms, against 16-17 ms an hour earlier on the same
+  VM, when a run of this benchmark, before the rows were batched, gave 2.56 s and 6.80 s). On the Intel VM earlier that day:
+  1.82-1.84 s and 5.13-5.84 s. What was tried beyond this: torch.compile (inductor) made the
+  epoch no faster (37 ms against 33 ms eager, 2026-11-25); bf16 autocast made a step 1.08-1.15 ms
+  against 1.19-1.23 ms on a CPU with AVX512-BF16 (the casts eat the gain on these shapes), not
+  worth a second numeric path; flushing denormals, freezing Python's garbage collector after the
+  warm-up, and glibc's malloc thresholds changed nothing. A 64-128-128-10 MLP halves a run, but
+  it changes what the lab shows (truncated Lq at 60% noise fell from 84% to 55%, MAE at 40% from
+  92% to 86%), so the preset stays.
 - **Threads and a shared machine.** With two vCPUs, two intra-op threads win only when both run
   on a core of their own; compare figures from the same run only.
 """
