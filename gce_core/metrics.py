@@ -46,17 +46,6 @@ def training_pass_metrics(
     - fy_hist_clean / fy_hist_noisy: histograms of f_y (softmax at the noisy label), 20 bins.
     """
     f_y, pred = fy_and_prediction(logits, y_noisy)
-    return _pass_metrics(f_y, pred, y_noisy, y_clean, is_noisy)
-
-
-def fy_and_prediction(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """f_y (softmax at label y) and the predicted class of each row of logits (N, C)."""
-    logits = logits.float()
-    return torch.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1), logits.argmax(dim=1)
-
-
-def _pass_metrics(f_y: torch.Tensor, pred: torch.Tensor, y_noisy: torch.Tensor, y_clean: torch.Tensor,
-                  is_noisy: torch.Tensor) -> dict[str, object]:
     has_clean = y_clean >= 0
     hit_noisy = pred == y_noisy
     hit_clean = pred == y_clean  # never true for open-set images (clean label -1)
@@ -80,6 +69,12 @@ def _pass_metrics(f_y: torch.Tensor, pred: torch.Tensor, y_noisy: torch.Tensor, 
     }
 
 
+def fy_and_prediction(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """f_y (softmax at label y) and the predicted class of each row of logits (N, C)."""
+    logits = logits.float()
+    return torch.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1), logits.argmax(dim=1)
+
+
 # --- one epoch's row, as the trainer assembles it -------------------------------------------
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Share of rows of logits (N, C) whose argmax is y (N,), as a float32 0-d tensor."""
@@ -94,17 +89,18 @@ def epoch_train_metrics(
     as they are."""
     logits = torch.empty_like(logits_seen)
     logits[perm] = logits_seen
-    f_y, pred = fy_and_prediction(logits, data.y_train)
-    metrics = _pass_metrics(f_y, pred, data.y_train, data.y_train_clean, data.is_noisy)
-    return {"train_loss": float(train_loss), **metrics, **gallery_metrics(data.gallery_idx, f_y, pred)}
+    metrics = training_pass_metrics(logits, data.y_train, data.y_train_clean, data.is_noisy)
+    return {"train_loss": float(train_loss), **metrics, **gallery_metrics(data, logits)}
 
 
-def gallery_metrics(idx: torch.Tensor | None, f_y: torch.Tensor, pred: torch.Tensor) -> dict:
+def gallery_metrics(data: ExperimentData, logits: torch.Tensor) -> dict:
     """f_y (rounded to 4 digits) and the predicted class of the Noise insight gallery's samples
-    (training indices ``idx``, in that order) from the training set's f_y and predictions."""
+    (``data.gallery_idx``, in that order) from the training set's logits (N, C) in index order."""
+    idx = data.gallery_idx
     if idx is None or idx.numel() == 0:
         return {"fy_gallery": [], "pred_gallery": []}
-    return {"fy_gallery": [round(v, 4) for v in f_y[idx].tolist()], "pred_gallery": pred[idx].tolist()}
+    f_y, pred = fy_and_prediction(logits[idx], data.y_train[idx])
+    return {"fy_gallery": [round(v, 4) for v in f_y.tolist()], "pred_gallery": pred.tolist()}
 
 
 def evaluation_metrics(

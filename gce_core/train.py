@@ -196,8 +196,6 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, device: torch.device
             chunks = [model(x[s : s + EVAL_BATCH]).float() for s in range(0, x.shape[0], EVAL_BATCH)]
     finally:
         model.train(was_training)
-    if len(chunks) == 1:
-        return chunks[0]
     return torch.cat(chunks) if chunks else torch.empty(0, device=device)
 
 
