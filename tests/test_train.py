@@ -271,6 +271,22 @@ def test_f_y_histograms_count_like_torch_histc_over_0_1():
     assert m["fy_hist_clean"][-1] + m["fy_hist_noisy"][-1] >= 5
 
 
+def test_f_y_is_the_softmax_at_the_label_even_for_extreme_logits():
+    from gce_core.metrics import fy_and_prediction
+
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(300, 10, generator=g) * 4
+    logits[0] = torch.tensor([1000.0] + [0.0] * 9)  # would overflow exp() without the max shift
+    logits[1] = torch.tensor([-1000.0] + [0.0] * 9)  # f_y underflows to 0
+    y = torch.randint(0, 10, (300,), generator=g)
+    y[:2] = 0
+    f_y, pred = fy_and_prediction(logits, y)
+    want = torch.softmax(logits.double(), 1).gather(1, y[:, None]).squeeze(1)
+    assert torch.allclose(f_y.double(), want, rtol=1e-5, atol=1e-7)
+    assert f_y[0] == 1.0 and f_y[1] == 0.0
+    assert torch.equal(pred, logits.argmax(1))
+
+
 def test_epoch_metrics_from_logits_in_visiting_order_match_index_order():
     from gce_core.experiment_data import build_experiment_data
     from gce_core.metrics import epoch_train_metrics
