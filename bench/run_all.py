@@ -67,21 +67,34 @@ READING = """## Reading the figures
   the quick demo's three runs train side by side; with 2 slots the third run waits for a free
   slot, and one slot of 2 threads (the earlier default, half the cores) trains them one after
   another, because a second intra-op thread speeds this small MLP up by only about 1.3x. For 3
-  losses x 3 seeds 2 slots were as fast or faster on the AMD EPYC VM (7.48 s against 8.29 s in
-  the table above): three runs sharing two cores lose to cache and switching what the third
-  slot gains. The default follows the quick demo, the lab's first screen.
+  losses x 3 seeds, 3 slots and 2 are close: 3 were faster in the table above (5.53 s against
+  5.76 s), 2 in an earlier run on an AMD EPYC VM in a slow spell (7.48 s against 8.29 s), where
+  three runs sharing two cores lost to cache and switching what the third slot gained. The
+  default follows the quick demo, the lab's first screen. A supervisor rule that let a slot
+  beyond the cores take a run only when that started every waiting run (so a long queue trains
+  two at a time and its last runs together) was tried on 2026-12-06 and not kept: through real
+  workers side by side it gave 6.66 s against 6.81 s for 3 losses x 3 seeds and 11.39 s against
+  12.10 s for 3 losses x 6 seeds (medians of 4), within the spread of this machine.
 - **What the trainer adds to a plain loop, and what it saves.** Per batch the lab's trainer does
   what the plain loop does (model, loss, autograd backward, a torch optimiser step), plus keeping
   the batch's logits and per-sample loss values (two detached tensors in a list) for the epoch's
   training-set metrics; per epoch it adds those metrics (about 0.3 ms: accuracies on noisy and
-  true labels, memorisation, both f_y histograms in one count, the gallery's f_y), the loss
+  true labels, memorisation, both f_y histograms in one count, the gallery's f_y; f_y is
+  exp(logit_y - logsumexp), since torch's CPU softmax over 10 classes took 0.25 ms of it alone
+  for the 1,293 rows, this 0.07 ms), the loss
   summed over all labels for the bounds plot, the learning-rate schedule, and for truncated Lq
   the ACS weights. It saves where the plain loop repeats per batch what can be done once: it
   gathers the training set in the epoch's order once and slices the batches from that (the plain
   loop gathers each batch's images and labels by index), evaluates the validation and test images
-  in one forward pass, and steps torch's fused SGD kernel (about 70 us a step on this MLP against
-  155 us for torch's default SGD, one thread). Net, in the trainer tables above: 0.98-1.01x a
-  plain loop's epoch. Until 2026-12-06 the lab took 1.07-1.13x: it wrote each batch's logits
+  in one forward pass, and steps torch's fused SGD kernel (about 50 us a step on this MLP against
+  170 us for torch's default SGD, one thread: 0.6 ms of a 14 ms pass). Net, in the trainer
+  tables above: 1.01-1.06x a plain loop's epoch; earlier runs of 2026-12-06 gave 0.98-1.01x and
+  1.02-1.05x, the spread between runs on this machine. The part the lab cannot save is what it
+  computes beyond the plain loop: against a plain loop that also steps the fused kernel its
+  training pass took 1.06x at one thread (14.50 ms against 13.68 ms, CCE, medians of 150), the
+  per-sample loss values and their mean (the registry's losses are per sample; the plain loop's
+  cross_entropy reduces inside its kernel) and the training-set metrics. Until 2026-12-06 the
+  lab took 1.07-1.13x: it wrote each batch's logits
   into a preallocated buffer and added its loss to a running sum (more ops a batch), entered a
   disabled autocast context every batch, gathered each batch by index, and evaluated the
   validation and test sets in two passes. An A/B on one thread (AMD EPYC, medians of 150
@@ -90,23 +103,26 @@ READING = """## Reading the figures
   with autograd's gradient: a few element-wise ops more than CCE's fused kernels.
 - **3 losses x 3 seeds against the 6 s target: the arithmetic of a digits run.** One step of the
   quick preset's MLP (64-256-256-10, batch 128) is about 21.6 MFLOP forward and 39 MFLOP
-  backward; a run is 660 steps, about 40 GFLOP, and takes 1.05-1.2 s in a warm process on one
+  backward; a run is 660 steps, about 40 GFLOP, and takes 1.0-1.35 s in a warm process on one
   thread of the AMD EPYC VM of the figures above (0.95 s on the Intel VM of the earlier runs of
-  2026-12-06), 89% of it the training pass. Nine runs are then 9.5-11 core-seconds: 4.7-5.4 s on
-  2 cores at best. Two bare processes side by side train at full speed each here, but three
-  one-thread runs sharing two cores (3 slots) took 2.2-2.5 s each, about 1.5 core-seconds a run,
+  2026-12-06), 89% of it the training pass; its matrix products run at about 95 GFLOP/s, near
+  this core's float32 peak, and take 55-60% of it. Nine runs are then 9-12 core-seconds: 4.5-6 s
+  on 2 cores at best. Two bare processes side by side train at full speed each here, but three
+  one-thread runs sharing two cores (3 slots) took 1.2-1.5 core-seconds a run,
   and the job runner adds its share: through `worker_process.run` a run took 0.2 s longer than
   `train()` alone (one thread, medians of 6), 0.14 s of it the 60 epoch rows written one
   transaction each (1.2 ms each alone, more between epochs that then find their data out of the
   caches). Since 2026-12-06 a run's rows go to the store together, the first at once and then at
   most every 0.25 s (and before each checkpoint): an A/B through two workers side by side put
   the quick demo at 0.96x and 3 losses x 3 seeds at 0.93x the time of one write per epoch
-  (medians of 4). Measured in the tables above: the quick demo completes in 2.10 s, under its
-  2.5 s target; 3 losses x 3 seeds in 8.15 s, over its 6 s target, while this VM was in a slow
-  spell (the trainer tables' epochs took 23-24 ms, against 16-17 ms an hour earlier on the same
-  VM, when a run of this benchmark, before the rows were batched, gave 2.56 s and 6.80 s). On the Intel VM earlier that day:
-  1.82-1.84 s and 5.13-5.84 s. What was tried beyond this: torch.compile (inductor) made the
-  epoch no faster (37 ms against 33 ms eager, 2026-11-25); bf16 autocast made a step 1.08-1.15 ms
+  (medians of 4). Measured in the tables above: the quick demo completes in 1.74 s, under its
+  2.5 s target, and 3 losses x 3 seeds in 5.75 s, under its 6 s target (5.53 s in the slot-count
+  table). The margin is small and this VM's speed swings: another run the same day, on an AMD
+  EPYC VM of the same kind, gave 1.84 s and 5.99 s, and one in a slow spell 2.10 s and 8.15 s
+  (its trainer epochs took 23-24 ms, against 14-17 ms otherwise); on an Intel VM that day:
+  1.82-1.84 s and 5.13-5.84 s. What was tried beyond this: torch.compile (inductor) made the epoch no
+  faster (37 ms against 33 ms eager, 2026-11-25; a warm compiled digits run 1.52-1.64 s against
+  1.35 s eager, 2026-12-06); bf16 autocast made a step 1.08-1.15 ms
   against 1.19-1.23 ms on a CPU with AVX512-BF16 (the casts eat the gain on these shapes), not
   worth a second numeric path; flushing denormals, freezing Python's garbage collector after the
   warm-up, and glibc's malloc thresholds changed nothing. A 64-128-128-10 MLP halves a run, but
